@@ -1,0 +1,134 @@
+//! The registry's records, as the rest of voxgate sees them.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+/// Whether an account or app may make calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Active,
+    Suspended,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Suspended => "suspended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "active" => Some(Status::Active),
+            "suspended" => Some(Status::Suspended),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub verification_level: String,
+    pub time_zone: String,
+    pub status: Status,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Account {
+    pub(crate) fn from_row(r: &SqliteRow) -> Account {
+        Account {
+            id: r.get("id"),
+            name: r.get("name"),
+            verification_level: r.get("verification_level"),
+            time_zone: r.get("time_zone"),
+            status: Status::parse(r.get("status")).unwrap_or(Status::Suspended),
+            created_at: r.get("created_at"),
+            updated_at: r.get("updated_at"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub name: String,
+    pub verification_level: String,
+    pub time_zone: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct App {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub plan: String,
+    pub status: Status,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl App {
+    pub(crate) fn from_row(r: &SqliteRow) -> App {
+        App {
+            id: r.get("id"),
+            account_id: r.get("account_id"),
+            name: r.get("name"),
+            plan: r.get("plan"),
+            status: Status::parse(r.get("status")).unwrap_or(Status::Suspended),
+            created_at: r.get("created_at"),
+            updated_at: r.get("updated_at"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApp {
+    pub account_id: String,
+    pub name: String,
+    pub plan: String,
+}
+
+/// A change to an app; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AppPatch {
+    pub plan: Option<String>,
+    pub status: Option<Status>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub subject_kind: String,
+    pub subject_id: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub reason: Option<String>,
+}
+
+impl AuditEntry {
+    pub(crate) fn from_row(r: &SqliteRow) -> AuditEntry {
+        let parse = |col: &str| {
+            r.get::<Option<String>, _>(col)
+                .and_then(|s| serde_json::from_str(&s).ok())
+        };
+        AuditEntry {
+            seq: r.get("seq"),
+            at: r.get("at"),
+            actor: r.get("actor"),
+            action: r.get("action"),
+            subject_kind: r.get("subject_kind"),
+            subject_id: r.get("subject_id"),
+            before: parse("before"),
+            after: parse("after"),
+            reason: r.get("reason"),
+        }
+    }
+}
