@@ -411,3 +411,11 @@ impl Registry {
         }
     }
 }
+
+impl Registry {
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

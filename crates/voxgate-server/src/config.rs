@@ -1,0 +1,138 @@
+//! The command line and the validated configuration built from it.
+//!
+//! Arguments (and the environment variables that may stand for them) are parsed by clap,
+//! then turned into a [`Config`] once, before any file is written or socket bound; anything
+//! wrong stops start-up with a message that names the flag, file or field.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use voxgate_core::Catalogue;
+
+/// voxgate: rate limits, quotas and limit increases for AI voice platforms.
+#[derive(Debug, Parser)]
+#[command(name = "voxgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (HTTP API) on the embedded default: in-memory counters and an
+    /// embedded SQLite registry under the data directory.
+    Serve(ServeArgs),
+    /// Validate a catalogue file (or the built-in one) and exit.
+    CheckConfig {
+        /// The catalogue file to check; the built-in catalogue when omitted.
+        #[arg(long, env = "VOXGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address for the HTTP API.
+    #[arg(long, env = "VOXGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Catalogue file (TOML: services, tiers, plans). The built-in demo catalogue when omitted.
+    #[arg(long, env = "VOXGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the registry database and the admin token live.
+    #[arg(long, env = "VOXGATE_DATA_DIR", default_value = "voxgate-data")]
+    pub data_dir: PathBuf,
+    /// Admin bearer token. When unset, one is generated on first start and kept in
+    /// `<data-dir>/admin-token` (mode 0600).
+    #[arg(long, env = "VOXGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Bearer token the gateway must present on /v1/check and /v1/leases. When unset, those
+    /// endpoints are open to anyone who can reach the listen address.
+    #[arg(long, env = "VOXGATE_GATEWAY_TOKEN", hide_env_values = true)]
+    pub gateway_token: Option<String>,
+    /// How often metered usage is written to the registry, in milliseconds. This is what a
+    /// `kill -9` can lose.
+    #[arg(long, env = "VOXGATE_FLUSH_INTERVAL_MS", default_value_t = 1000)]
+    pub flush_interval_ms: u64,
+    /// Do not create the demo account and app on first start.
+    #[arg(long, env = "VOXGATE_NO_DEMO")]
+    pub no_demo: bool,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub catalogue: Arc<Catalogue>,
+    pub catalogue_source: String,
+    pub data_dir: PathBuf,
+    pub admin_token: Option<String>,
+    pub gateway_token: Option<String>,
+    pub flush_interval: Duration,
+    pub demo: bool,
+}
+
+impl Config {
+    pub fn from_args(args: ServeArgs) -> anyhow::Result<Config> {
+        let listen: SocketAddr = args.listen.parse().with_context(|| {
+            format!(
+                "--listen `{}` is not an address like 127.0.0.1:8080",
+                args.listen
+            )
+        })?;
+        let catalogue = load_catalogue(args.config.as_deref())?;
+        let catalogue_source = args
+            .config
+            .as_ref()
+            .map_or_else(|| "built-in".to_string(), |p| p.display().to_string());
+        for (name, token) in [
+            ("--admin-token", &args.admin_token),
+            ("--gateway-token", &args.gateway_token),
+        ] {
+            if let Some(t) = token
+                && t.len() < 16
+            {
+                bail!("{name} must be at least 16 characters");
+            }
+        }
+        if !(10..=60_000).contains(&args.flush_interval_ms) {
+            bail!("--flush-interval-ms must be between 10 and 60000");
+        }
+        Ok(Config {
+            listen,
+            catalogue: Arc::new(catalogue),
+            catalogue_source,
+            data_dir: args.data_dir,
+            admin_token: args.admin_token,
+            gateway_token: args.gateway_token,
+            flush_interval: Duration::from_millis(args.flush_interval_ms),
+            demo: !args.no_demo,
+        })
+    }
+
+    /// A configuration for tests: built-in catalogue, given data dir, fixed tokens.
+    pub fn for_tests(data_dir: &Path) -> Config {
+        Config {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            catalogue: Arc::new(Catalogue::builtin()),
+            catalogue_source: "built-in".into(),
+            data_dir: data_dir.to_owned(),
+            admin_token: Some("test-admin-token-0123456789".into()),
+            gateway_token: None,
+            flush_interval: Duration::from_millis(1000),
+            demo: true,
+        }
+    }
+}
+
+/// Loads and validates a catalogue file, or the built-in catalogue.
+pub fn load_catalogue(path: Option<&Path>) -> anyhow::Result<Catalogue> {
+    let Some(path) = path else {
+        return Ok(Catalogue::builtin());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read catalogue {}", path.display()))?;
+    Catalogue::parse(&text).with_context(|| format!("invalid catalogue {}", path.display()))
+}

@@ -1,0 +1,244 @@
+//! Admin endpoints: accounts and apps. Every change is audited by the registry and takes
+//! effect at once (the snapshot is rebuilt before the response is sent).
+
+use super::auth::Caller;
+use super::body::JsonBody;
+use super::error::ApiError;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use voxgate_registry::{Actor, App, AppPatch, NewAccount, NewApp, Status};
+
+fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid_field(
+            "invalid_name",
+            field,
+            format!("`{field}` must be 1 to 200 characters"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn check_tier(state: &AppState, level: &str) -> Result<(), ApiError> {
+    if state.catalogue.tiers.contains_key(level) {
+        return Ok(());
+    }
+    let known: Vec<&str> = state.catalogue.tiers.keys().map(String::as_str).collect();
+    Err(ApiError::invalid_field(
+        "unknown_verification_level",
+        "verification_level",
+        format!(
+            "no verification level `{level}`; the catalogue has {}",
+            known.join(", ")
+        ),
+    ))
+}
+
+fn check_plan(state: &AppState, plan: &str) -> Result<(), ApiError> {
+    if state.catalogue.plans.contains_key(plan) {
+        return Ok(());
+    }
+    let known: Vec<&str> = state.catalogue.plans.keys().map(String::as_str).collect();
+    Err(ApiError::invalid_field(
+        "unknown_plan",
+        "plan",
+        format!("no plan `{plan}`; the catalogue has {}", known.join(", ")),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    pub name: String,
+    pub verification_level: Option<String>,
+    pub time_zone: Option<String>,
+}
+
+/// `POST /v1/accounts`
+pub async fn create_account(
+    State(state): State<Arc<AppState>>,
+    JsonBody(req): JsonBody<CreateAccount>,
+) -> Result<Response, ApiError> {
+    let name = check_name("name", &req.name)?;
+    let level = req
+        .verification_level
+        .unwrap_or_else(|| state.catalogue.default_tier.clone());
+    check_tier(&state, &level)?;
+    let time_zone = req
+        .time_zone
+        .unwrap_or_else(|| state.catalogue.default_time_zone.clone());
+    if TimeZone::get(&time_zone).is_err() {
+        return Err(ApiError::invalid_field(
+            "invalid_time_zone",
+            "time_zone",
+            format!("`{time_zone}` is not an IANA time zone (e.g. Asia/Shanghai)"),
+        ));
+    }
+    let account = state
+        .registry
+        .create_account(
+            NewAccount {
+                name,
+                verification_level: level,
+                time_zone,
+            },
+            None,
+            &Actor::admin(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(account)).into_response())
+}
+
+#[derive(Serialize)]
+struct AccountJson {
+    #[serde(flatten)]
+    account: voxgate_registry::Account,
+    apps: Vec<App>,
+}
+
+/// `GET /v1/accounts/{id}`
+pub async fn get_account(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let account = state.registry.account(&id).await?;
+    let apps = state
+        .registry
+        .apps()
+        .await?
+        .into_iter()
+        .filter(|a| a.account_id == id)
+        .collect();
+    Ok(Json(AccountJson { account, apps }).into_response())
+}
+
+/// `GET /v1/accounts`
+pub async fn list_accounts(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    Ok(Json(serde_json::json!({ "accounts": state.registry.accounts().await? })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApp {
+    pub account_id: String,
+    pub name: String,
+    pub plan: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CreatedApp {
+    #[serde(flatten)]
+    app: App,
+    /// Shown this once; only its hash is stored.
+    api_key: String,
+}
+
+/// `POST /v1/apps`
+pub async fn create_app(
+    State(state): State<Arc<AppState>>,
+    JsonBody(req): JsonBody<CreateApp>,
+) -> Result<Response, ApiError> {
+    let name = check_name("name", &req.name)?;
+    let plan = req
+        .plan
+        .unwrap_or_else(|| state.catalogue.default_plan.clone());
+    check_plan(&state, &plan)?;
+    let (app, api_key) = state
+        .registry
+        .create_app(
+            NewApp {
+                account_id: req.account_id,
+                name,
+                plan,
+            },
+            None,
+            &Actor::admin(),
+        )
+        .await?;
+    state.reload().await.map_err(ApiError::internal)?;
+    Ok((StatusCode::CREATED, Json(CreatedApp { app, api_key })).into_response())
+}
+
+/// `GET /v1/apps/{id}` — the admin, or the app's own key.
+pub async fn get_app(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.may_read(&id)?;
+    Ok(Json(state.registry.app(&id).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchApp {
+    pub plan: Option<String>,
+    pub status: Option<String>,
+    /// Recorded in the audit log.
+    pub reason: Option<String>,
+}
+
+/// `PATCH /v1/apps/{id}` — change the plan, suspend or reactivate. Live at once.
+pub async fn patch_app(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<PatchApp>,
+) -> Result<Response, ApiError> {
+    if let Some(plan) = &req.plan {
+        check_plan(&state, plan)?;
+    }
+    let status = match req.status.as_deref() {
+        None => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::invalid_field(
+                "invalid_status",
+                "status",
+                "`status` must be `active` or `suspended`",
+            )
+        })?),
+    };
+    let patch = AppPatch {
+        plan: req.plan,
+        status,
+    };
+    let app = state
+        .registry
+        .update_app(&id, patch, &Actor::admin(), req.reason.as_deref())
+        .await?;
+    state.reload().await.map_err(ApiError::internal)?;
+    Ok(Json(app).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub subject_kind: Option<String>,
+    pub subject_id: Option<String>,
+}
+
+/// `GET /v1/audit`
+pub async fn audit(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let subject = match (&q.subject_kind, &q.subject_id) {
+        (Some(k), Some(i)) => Some((k.as_str(), i.as_str())),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::invalid_request(
+                "give both `subject_kind` and `subject_id`, or neither",
+            ));
+        }
+    };
+    Ok(
+        Json(serde_json::json!({ "entries": state.registry.audit_log(subject).await? }))
+            .into_response(),
+    )
+}

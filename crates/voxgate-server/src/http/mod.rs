@@ -1,0 +1,81 @@
+//! The HTTP API: routes, and the layers around them (auth, problem documents).
+
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod decide;
+pub mod error;
+pub mod limits_json;
+pub mod read;
+
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware::{from_fn_with_state, map_response};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// The whole HTTP API over `state`. Tests drive it with `tower::ServiceExt::oneshot`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let decisions = Router::new()
+        .route("/v1/check", post(decide::check))
+        .route("/v1/leases", post(decide::acquire))
+        .route("/v1/leases/{id}/renew", post(decide::renew))
+        .route("/v1/leases/{id}", axum::routing::delete(decide::release))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_gateway));
+    let admin = Router::new()
+        .route(
+            "/v1/accounts",
+            post(admin::create_account).get(admin::list_accounts),
+        )
+        .route("/v1/accounts/{id}", get(admin::get_account))
+        .route("/v1/apps", post(admin::create_app))
+        .route("/v1/apps/{id}", axum::routing::patch(admin::patch_app))
+        .route("/v1/audit", get(admin::audit))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
+    let reads = Router::new()
+        .route("/v1/apps/{id}", get(admin::get_app))
+        .route("/v1/apps/{id}/limits", get(read::limits))
+        .route("/v1/apps/{id}/usage", get(read::usage));
+    Router::new()
+        .merge(decisions)
+        .merge(admin)
+        .merge(reads)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(map_response(error::problem_layer))
+        .with_state(state)
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Ready when the registry answers and usage has been flushed within the last ten flush
+/// intervals (or not yet attempted).
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let registry_ok = state.registry.ping().await.is_ok();
+    let last = state.last_flush_ms.load(Ordering::Relaxed);
+    let lag_ms = if last == 0 {
+        0
+    } else {
+        (state.now().millis() - last).max(0)
+    };
+    let flush_ok = lag_ms <= 10 * state.config.flush_interval.as_millis() as i64 + 1000;
+    let ready = registry_ok && flush_ok;
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "registry": if registry_ok { "ok" } else { "unavailable" },
+        "usage_flush_lag_ms": lag_ms,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}

@@ -1,0 +1,223 @@
+//! What an app may read about itself: every limit with its current use, and the metered
+//! usage series.
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::limits_json::LimitJson;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use voxgate_core::store::CounterKey;
+use voxgate_core::{CounterStore, Reason};
+use voxgate_registry::Step;
+
+#[derive(Serialize)]
+struct LimitsJson<'a> {
+    app_id: &'a str,
+    account_id: &'a str,
+    plan: &'a str,
+    verification_level: &'a str,
+    time_zone: &'a str,
+    suspended: bool,
+    limits: Vec<LimitJson<'a>>,
+}
+
+/// `GET /v1/apps/{id}/limits` — every limit of every service. No hidden limits.
+pub async fn limits(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.may_read(&id)?;
+    let snapshot = state.snapshot.load();
+    let app = snapshot
+        .apps
+        .get(&id)
+        .ok_or_else(|| ApiError::unknown("unknown_app", format!("no app `{id}`")))?;
+    let now = state.now();
+    let mut reports = Vec::new();
+    for idx in state.catalogue.service_indices() {
+        let key = CounterKey {
+            app: &app.id,
+            service: idx,
+        };
+        let report = state
+            .store
+            .peek(key, app.limits.service(idx), now, &app.time_zone)
+            .await?;
+        reports.push((idx, report));
+    }
+    let mut limits = Vec::new();
+    for (idx, report) in &reports {
+        let service = state.catalogue.service_def(*idx);
+        limits.extend(
+            report
+                .as_slice()
+                .iter()
+                .map(|s| LimitJson::new(s, Some(&service.id), &service.unit)),
+        );
+    }
+    Ok(Json(LimitsJson {
+        app_id: &app.id,
+        account_id: &app.account_id,
+        plan: &app.plan,
+        verification_level: &app.tier,
+        time_zone: &app.time_zone_name,
+        suspended: app.suspended,
+        limits,
+    })
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    pub service: Option<String>,
+    /// RFC 3339 instant or Unix seconds; default: `to` minus one bucket-range.
+    pub from: Option<String>,
+    /// RFC 3339 instant or Unix seconds; default: now.
+    pub to: Option<String>,
+    /// `minute` (default), `hour` or `day`.
+    pub step: Option<String>,
+}
+
+fn parse_instant(field: &str, s: &str) -> Result<i64, ApiError> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs);
+    }
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_second())
+        .map_err(|_| {
+            ApiError::invalid_field(
+                "invalid_time",
+                field,
+                format!("`{field}` must be an RFC 3339 instant or Unix seconds"),
+            )
+        })
+}
+
+#[derive(Serialize)]
+struct Refused {
+    rate: u64,
+    quota: u64,
+    concurrency: u64,
+    suspended: u64,
+    capacity: u64,
+}
+
+#[derive(Serialize)]
+struct Bucket {
+    start: String,
+    service: String,
+    allowed: u64,
+    refused: Refused,
+    units: f64,
+}
+
+#[derive(Serialize)]
+struct UsageJson<'a> {
+    app_id: &'a str,
+    step: &'a str,
+    from: String,
+    to: String,
+    time_zone: &'a str,
+    series: Vec<Bucket>,
+}
+
+/// `GET /v1/apps/{id}/usage` — the metered series, including usage not yet flushed.
+pub async fn usage(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Response, ApiError> {
+    caller.may_read(&id)?;
+    let app = state
+        .snapshot
+        .load()
+        .apps
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| ApiError::unknown("unknown_app", format!("no app `{id}`")))?;
+    if let Some(s) = &q.service
+        && state.catalogue.service(s).is_none()
+    {
+        return Err(ApiError::unknown(
+            "unknown_service",
+            format!("no service `{s}` in the catalogue"),
+        ));
+    }
+    let step_name = q.step.as_deref().unwrap_or("minute");
+    let step = Step::parse(step_name).ok_or_else(|| {
+        ApiError::invalid_field("invalid_step", "step", "`step` must be minute, hour or day")
+    })?;
+    let (default_span, max_span) = match step {
+        Step::Minute => (3_600, 2 * 86_400),
+        Step::Hour => (86_400, 92 * 86_400),
+        Step::Day => (31 * 86_400, 800 * 86_400),
+    };
+    let to = match &q.to {
+        Some(s) => parse_instant("to", s)?,
+        None => state.now().secs() + 1,
+    };
+    let from = match &q.from {
+        Some(s) => parse_instant("from", s)?,
+        None => to - default_span,
+    };
+    if from >= to || to - from > max_span {
+        return Err(ApiError::invalid_field(
+            "invalid_range",
+            "from",
+            format!(
+                "`from` must be before `to`, at most {} days apart for step `{step_name}`",
+                max_span / 86_400
+            ),
+        ));
+    }
+    // Reads include what the meter still holds.
+    state.flush().await.map_err(ApiError::internal)?;
+    let buckets = state
+        .registry
+        .usage_series(
+            &app.id,
+            q.service.as_deref(),
+            from,
+            to,
+            step,
+            &app.time_zone,
+        )
+        .await?;
+    let rfc = |s: i64| {
+        jiff::Timestamp::from_second(s)
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    };
+    let series = buckets
+        .into_iter()
+        .map(|b| Bucket {
+            start: rfc(b.start),
+            service: b.service,
+            allowed: b.allowed,
+            refused: Refused {
+                rate: b.refused[Reason::Rate as usize],
+                quota: b.refused[Reason::Quota as usize],
+                concurrency: b.refused[Reason::Concurrency as usize],
+                suspended: b.refused[Reason::Suspended as usize],
+                capacity: b.refused[Reason::Capacity as usize],
+            },
+            units: b.units_milli as f64 / 1000.0,
+        })
+        .collect();
+    Ok(Json(UsageJson {
+        app_id: &app.id,
+        step: step_name,
+        from: rfc(from),
+        to: rfc(to),
+        time_zone: &app.time_zone_name,
+        series,
+    })
+    .into_response())
+}

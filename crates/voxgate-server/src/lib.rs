@@ -1,0 +1,11 @@
+//! voxgate's server: the HTTP API (axum) over the decision engine, the counter store and the
+//! registry, and the process around them (configuration, start-up, metering, shutdown).
+
+pub mod config;
+pub mod http;
+pub mod meter;
+pub mod serve;
+pub mod state;
+
+pub use http::router;
+pub use state::AppState;

@@ -1,0 +1,89 @@
+//! Running the server: bind, report, serve, flush usage every interval, and on SIGINT or
+//! SIGTERM stop accepting, finish in-flight requests, flush everything, close the registry.
+
+use crate::config::Config;
+use crate::state::{AppState, system_clock};
+use anyhow::Context;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let data_dir = config.data_dir.clone();
+    let catalogue_source = config.catalogue_source.clone();
+    let (state, boot) = AppState::open(config, system_clock()).await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+
+    println!(
+        "voxgate {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("  data directory:   {}", data_dir.display());
+    println!("  catalogue:        {catalogue_source}");
+    match &boot.admin_token_file {
+        Some(path) => println!("  admin token file: {}", path.display()),
+        None => println!("  admin token:      from VOXGATE_ADMIN_TOKEN / --admin-token"),
+    }
+    if state.gateway_token.is_none() {
+        println!("  decisions:        open (set VOXGATE_GATEWAY_TOKEN to require a token)");
+    }
+    if let Some(key) = &boot.demo_key {
+        println!("  demo app `demo` created; its API key (shown once): {key}");
+    }
+    if boot.restored > 0 {
+        println!(
+            "  restored {} quota counters from metered usage",
+            boot.restored
+        );
+    }
+
+    let flusher = tokio::spawn(flush_loop(state.clone()));
+    let app = crate::router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server error")?;
+
+    flusher.abort();
+    let rows = state.flush().await.context("final usage flush failed")?;
+    tracing::info!(rows, "flushed usage on shutdown");
+    state.registry.close().await;
+    println!("voxgate stopped; usage flushed ({rows} rows)");
+    Ok(())
+}
+
+async fn flush_loop(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(state.config.flush_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.flush().await {
+            tracing::warn!(error = %e, "usage flush failed; will retry");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests, flushing usage");
+}

@@ -1,0 +1,273 @@
+//! The server's shared state: the catalogue, the counter store, the registry, the meter, and
+//! a snapshot of every app's resolved limits that the hot path reads without locking.
+//!
+//! Effective limits are resolved when something changes (start-up, an app created or
+//! patched), never per request: the snapshot is an immutable map swapped atomically.
+
+use crate::config::Config;
+use crate::meter::{Event, Meter};
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use jiff::tz::TimeZone;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use voxgate_core::entitlement::{EffectiveLimits, resolve};
+use voxgate_core::store::CounterKey;
+use voxgate_core::time::Period;
+use voxgate_core::{Catalogue, CounterStore, Layer, ServiceIdx, Timestamp, Units};
+use voxgate_registry::{Account, Actor, App, NewAccount, NewApp, Registry, Status};
+use voxgate_store::MemoryStore;
+
+/// Where "now" comes from. Tests inject a manual clock; the server uses the system clock.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| Timestamp::from_jiff(jiff::Timestamp::now()))
+}
+
+/// One app as the hot path sees it.
+pub struct AppView {
+    pub id: Arc<str>,
+    pub account_id: String,
+    pub plan: String,
+    pub tier: String,
+    pub time_zone: TimeZone,
+    pub time_zone_name: String,
+    /// Suspended when the app or its account is.
+    pub suspended: bool,
+    pub limits: EffectiveLimits,
+}
+
+/// Every app and key, resolved. Replaced whole on each change.
+#[derive(Default)]
+pub struct Snapshot {
+    pub apps: HashMap<String, Arc<AppView>>,
+    /// SHA-256 of each live API key → app id.
+    pub keys: HashMap<String, String>,
+}
+
+pub struct AppState {
+    pub catalogue: Arc<Catalogue>,
+    pub store: MemoryStore,
+    pub registry: Registry,
+    pub meter: Meter,
+    pub snapshot: ArcSwap<Snapshot>,
+    pub clock: Clock,
+    pub node_id: String,
+    pub admin_token: String,
+    pub gateway_token: Option<String>,
+    /// Unix ms of the last successful usage flush (0 before the first).
+    pub last_flush_ms: AtomicI64,
+    pub config: Config,
+}
+
+/// What start-up did that the operator should be told.
+#[derive(Debug, Default)]
+pub struct Bootstrap {
+    /// Where the generated admin token was written, if it was generated.
+    pub admin_token_file: Option<PathBuf>,
+    /// The demo app's key, when the demo app was created by this start.
+    pub demo_key: Option<String>,
+    /// (app, service) counters restored from durable usage.
+    pub restored: usize,
+}
+
+impl AppState {
+    /// Opens the registry, creates what a first start needs, restores quota counters from
+    /// durable usage, and builds the first snapshot.
+    pub async fn open(config: Config, clock: Clock) -> anyhow::Result<(Arc<AppState>, Bootstrap)> {
+        let mut boot = Bootstrap::default();
+        let registry = Registry::open(&config.data_dir).await.with_context(|| {
+            format!("cannot open the registry in {}", config.data_dir.display())
+        })?;
+        let admin_token = match &config.admin_token {
+            Some(t) => t.clone(),
+            None => {
+                let (token, path) = admin_token_file(&config.data_dir)?;
+                boot.admin_token_file = Some(path);
+                token
+            }
+        };
+        let node_id = match registry.meta("node_id").await? {
+            Some(id) => id,
+            None => {
+                let id = format!("node_{:016x}", rand::random::<u64>());
+                registry.set_meta("node_id", &id).await?;
+                id
+            }
+        };
+        let catalogue = config.catalogue.clone();
+        if config.demo && registry.accounts().await?.is_empty() {
+            boot.demo_key = Some(create_demo(&registry, &catalogue).await?);
+        }
+        let state = Arc::new(AppState {
+            store: MemoryStore::new(catalogue.services.len()),
+            catalogue,
+            registry,
+            meter: Meter::default(),
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            clock,
+            node_id,
+            admin_token,
+            gateway_token: config.gateway_token.clone(),
+            last_flush_ms: AtomicI64::new(0),
+            config,
+        });
+        state.reload().await?;
+        boot.restored = state.restore_quotas().await?;
+        Ok((state, boot))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    /// Rebuilds the snapshot from the registry.
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let accounts: HashMap<String, Account> = self
+            .registry
+            .accounts()
+            .await?
+            .into_iter()
+            .map(|a| (a.id.clone(), a))
+            .collect();
+        let mut snapshot = Snapshot::default();
+        for app in self.registry.apps().await? {
+            let Some(account) = accounts.get(&app.account_id) else {
+                continue;
+            };
+            let view = self.view(&app, account);
+            snapshot.apps.insert(app.id.clone(), Arc::new(view));
+        }
+        snapshot.keys = self.registry.key_hashes().await?.into_iter().collect();
+        self.snapshot.store(Arc::new(snapshot));
+        Ok(())
+    }
+
+    /// Resolves one app's effective limits from its account's tier and its plan.
+    pub fn view(&self, app: &App, account: &Account) -> AppView {
+        let cat = &self.catalogue;
+        let mut layers: Vec<&Layer> = Vec::new();
+        if let Some(tier) = cat.tiers.get(&account.verification_level) {
+            layers.push(&tier.layer);
+        }
+        if let Some(plan) = cat.plans.get(&app.plan) {
+            layers.extend(plan.layers.iter());
+        }
+        let limits = resolve(cat.services.len(), &layers, self.now());
+        let time_zone = TimeZone::get(&account.time_zone).unwrap_or(TimeZone::UTC);
+        AppView {
+            id: app.id.as_str().into(),
+            account_id: account.id.clone(),
+            plan: app.plan.clone(),
+            tier: account.verification_level.clone(),
+            time_zone,
+            time_zone_name: account.time_zone.clone(),
+            suspended: app.status == Status::Suspended || account.status == Status::Suspended,
+            limits,
+        }
+    }
+
+    /// Seeds every app's daily and monthly counters from the registry, so a restart never
+    /// hands out a fresh day's quota.
+    async fn restore_quotas(&self) -> anyhow::Result<usize> {
+        let now = self.now();
+        let snapshot = self.snapshot.load();
+        let mut restored = 0;
+        for view in snapshot.apps.values() {
+            for period in [Period::Day, Period::Month] {
+                let window = period.window(now, &view.time_zone);
+                let minute_start = window.start.div_euclid(60) * 60;
+                for (service, units) in self
+                    .registry
+                    .units_by_service(&view.id, minute_start, window.end)
+                    .await?
+                {
+                    let Some(idx) = self.catalogue.service(&service) else {
+                        continue;
+                    };
+                    let key = CounterKey {
+                        app: &view.id,
+                        service: idx,
+                    };
+                    let used = Units::from_milli(units.max(0) as u64);
+                    self.store.restore(key, period, window, used).await?;
+                    restored += 1;
+                }
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Writes metered usage to the registry.
+    pub async fn flush(&self) -> anyhow::Result<usize> {
+        let n = self
+            .meter
+            .flush(&self.registry, &self.catalogue, &self.node_id)
+            .await?;
+        self.last_flush_ms
+            .store(self.now().millis(), Ordering::Relaxed);
+        Ok(n)
+    }
+
+    pub fn record(&self, app: &Arc<str>, service: ServiceIdx, now: Timestamp, event: Event) {
+        self.meter.record(app, service, now, event);
+    }
+}
+
+/// Reads `<data-dir>/admin-token`, or creates it (mode 0600) with a fresh random token.
+fn admin_token_file(data_dir: &std::path::Path) -> anyhow::Result<(String, PathBuf)> {
+    let path = data_dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_string(), path)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let token = format!("vga_{}", hex::encode(rand::random::<[u8; 24]>()));
+    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((token, path))
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("{text}\n"))
+}
+
+/// The demo account and app (`demo`), so the README's first request works at once.
+async fn create_demo(registry: &Registry, catalogue: &Catalogue) -> anyhow::Result<String> {
+    let account = NewAccount {
+        name: "Demo developer".into(),
+        verification_level: catalogue.default_tier.clone(),
+        time_zone: catalogue.default_time_zone.clone(),
+    };
+    registry
+        .create_account(account, Some("demo".into()), &Actor::system())
+        .await?;
+    let app = NewApp {
+        account_id: "demo".into(),
+        name: "Demo app".into(),
+        plan: catalogue.default_plan.clone(),
+    };
+    let (_, key) = registry
+        .create_app(app, Some("demo".into()), &Actor::system())
+        .await?;
+    Ok(key)
+}
