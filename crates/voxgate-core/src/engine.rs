@@ -372,6 +372,32 @@ mod tests {
     }
 
     #[test]
+    fn daily_quota_spans_a_25_hour_dst_day() {
+        // Berlin falls back on 2026-10-25: that local day runs 22:00Z on the 24th to 23:00Z
+        // on the 25th.
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        let mut s = ServiceState::default();
+        let l = ServiceLimits {
+            daily: Some(Units::whole(10)),
+            ..Default::default()
+        };
+        assert!(
+            s.charge(&l, cost(10), None, utc("2026-10-24T22:30:00Z"), &tz)
+                .allowed()
+        );
+        let late = s.charge(&l, cost(1), None, utc("2026-10-25T22:59:00Z"), &tz);
+        assert_eq!(late.refused.unwrap().retry_after_ms, 60_000);
+        assert_eq!(
+            late.limits.get(Dimension::Daily).unwrap().window_s,
+            25 * 3600
+        );
+        assert!(
+            s.charge(&l, cost(1), None, utc("2026-10-25T23:00:00Z"), &tz)
+                .allowed()
+        );
+    }
+
+    #[test]
     fn exhausted_quota_refuses_zero_unit_calls() {
         let tz = TimeZone::UTC;
         let mut s = ServiceState::default();

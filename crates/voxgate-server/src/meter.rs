@@ -4,9 +4,10 @@
 //! The flush interval is exactly what a `kill -9` can lose; a graceful stop flushes all.
 //! A flush that fails puts its rows back, so a registry hiccup delays usage, never drops it.
 
+use foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use voxgate_core::{Catalogue, Reason, ServiceIdx, Timestamp};
 use voxgate_registry::{Registry, UsageRow};
@@ -36,7 +37,7 @@ pub enum Event {
 }
 
 pub struct Meter {
-    shards: Box<[Mutex<HashMap<Key, Cell>>]>,
+    shards: Box<[Mutex<HashMap<Key, Cell, RandomState>>]>,
     hasher: RandomState,
     /// Serialises flushes, so rows drained by one flush are written before the next reads.
     flushing: tokio::sync::Mutex<()>,
@@ -45,8 +46,10 @@ pub struct Meter {
 impl Default for Meter {
     fn default() -> Self {
         Meter {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(RandomState::default())))
+                .collect(),
+            hasher: RandomState::default(),
             flushing: tokio::sync::Mutex::new(()),
         }
     }

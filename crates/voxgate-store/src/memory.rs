@@ -4,9 +4,10 @@
 //! (app, service) mutex for the few comparisons of [`ServiceState::charge`]. Contention is
 //! per app and service; the shard's write lock is taken only the first time an app is seen.
 
+use foldhash::fast::RandomState;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use voxgate_core::engine::NewLease;
 use voxgate_core::store::{Charged, CheckInput, CounterKey, LeaseRelease};
 use voxgate_core::time::{Period, Window};
@@ -16,7 +17,7 @@ use voxgate_core::{
 
 const SHARDS: usize = 64;
 
-type Shard = RwLock<HashMap<Box<str>, Box<[Mutex<ServiceState>]>>>;
+type Shard = RwLock<HashMap<Box<str>, Box<[Mutex<ServiceState>]>, RandomState>>;
 
 /// Counters held in this process. Fast, and lost when the process stops: daily and monthly
 /// counters are restored from the registry's durable usage at start-up.
@@ -30,8 +31,10 @@ impl MemoryStore {
     /// A store for a catalogue of `services` services.
     pub fn new(services: usize) -> MemoryStore {
         MemoryStore {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::with_hasher(RandomState::default())))
+                .collect(),
+            hasher: RandomState::default(),
             services,
         }
     }
@@ -47,7 +50,8 @@ impl MemoryStore {
         if idx >= self.services {
             return None;
         }
-        let shard = &self.shards[(self.hasher.hash_one(key.app) as usize) % SHARDS];
+        // The top bits pick the shard; the map inside uses its own seed, so the two do not correlate.
+        let shard = &self.shards[(self.hasher.hash_one(key.app) >> 58) as usize % SHARDS];
         {
             let map = shard.read();
             if let Some(states) = map.get(key.app) {

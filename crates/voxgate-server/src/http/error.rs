@@ -134,15 +134,20 @@ impl From<voxgate_core::StoreError> for ApiError {
     }
 }
 
-/// Rewrites any error response that is not already a problem document (axum's rejections
-/// for paths, queries and methods; the 404 fallback) into one, keeping its status and text.
+/// Rewrites any error response that is not JSON (axum's rejections for paths, queries and
+/// methods; the 404 fallback) into a problem document, keeping its status and text.
 pub async fn problem_layer(response: Response) -> Response {
     let status = response.status();
-    let is_problem = response
+    // Our own JSON answers (problem documents, and decisions refused with 429 or 403) pass
+    // through; only the framework's plain-text rejections are rewritten.
+    let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        .is_some_and(|v| {
+            let v = v.as_bytes();
+            v.starts_with(PROBLEM_JSON.as_bytes()) || v.starts_with(b"application/json")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
     let (parts, body) = response.into_parts();
