@@ -61,10 +61,7 @@ pub enum CatalogueError {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> CatalogueError {
-    CatalogueError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
+    CatalogueError::Invalid { field: field.into(), message: message.into() }
 }
 
 /// The catalogue as written in TOML.
@@ -147,9 +144,7 @@ pub mod raw {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 impl Catalogue {
@@ -160,8 +155,7 @@ impl Catalogue {
 
     /// Parses and validates catalogue text.
     pub fn parse(text: &str) -> Result<Catalogue, CatalogueError> {
-        let raw: raw::Catalogue =
-            toml::from_str(text).map_err(|e| CatalogueError::Syntax(e.to_string()))?;
+        let raw: raw::Catalogue = toml::from_str(text).map_err(|e| CatalogueError::Syntax(e.to_string()))?;
         Catalogue::validate(raw)
     }
 
@@ -174,12 +168,8 @@ impl Catalogue {
         }
         let lease_ttl_ms = match raw.defaults.lease_ttl_s {
             None => 60_000,
-            Some(s) => seconds_to_ms(s).ok_or_else(|| {
-                invalid(
-                    "defaults.lease_ttl_s",
-                    "must be a positive number of seconds",
-                )
-            })?,
+            Some(s) => seconds_to_ms(s)
+                .ok_or_else(|| invalid("defaults.lease_ttl_s", "must be a positive number of seconds"))?,
         };
         let mut services = Vec::new();
         let mut index = HashMap::new();
@@ -190,18 +180,14 @@ impl Catalogue {
                     "service ids use a-z, 0-9, `_` and `-` (at most 64)",
                 ));
             }
-            if s.unit.trim().is_empty() {
+            if !valid_id(&s.unit) {
                 return Err(invalid(
                     format!("services.{id}.unit"),
-                    "must name the metered unit",
+                    "must name the metered unit with a-z, 0-9, `_` and `-` (e.g. `audio_second`)",
                 ));
             }
             index.insert(id.clone(), ServiceIdx(services.len() as u16));
-            services.push(Service {
-                id,
-                unit: s.unit,
-                description: s.description,
-            });
+            services.push(Service { id, unit: s.unit, description: s.description });
         }
         let mut cat = Catalogue {
             services,
@@ -216,52 +202,24 @@ impl Catalogue {
         for (id, t) in raw.tiers {
             let path = format!("tiers.{id}");
             if !valid_id(&id) {
-                return Err(invalid(
-                    path,
-                    "tier ids use a-z, 0-9, `_` and `-` (at most 64)",
-                ));
+                return Err(invalid(path, "tier ids use a-z, 0-9, `_` and `-` (at most 64)"));
             }
             let limits = cat.limit_table(&format!("{path}.limits"), t.limits)?;
             let layer = Layer::setting(LayerKind::Tier, format!("tier:{id}"), &limits);
-            cat.tiers.insert(
-                id.clone(),
-                Tier {
-                    id,
-                    description: t.description,
-                    layer,
-                },
-            );
+            cat.tiers.insert(id.clone(), Tier { id, description: t.description, layer });
         }
         for (id, p) in raw.plans {
             let path = format!("plans.{id}");
             if !valid_id(&id) {
-                return Err(invalid(
-                    path,
-                    "plan ids use a-z, 0-9, `_` and `-` (at most 64)",
-                ));
+                return Err(invalid(path, "plan ids use a-z, 0-9, `_` and `-` (at most 64)"));
             }
             let limits = cat.limit_table(&format!("{path}.limits"), p.limits)?;
             let caps = cat.limit_table(&format!("{path}.caps"), p.caps)?;
-            let mut layers = vec![Layer::setting(
-                LayerKind::Plan,
-                format!("plan:{id}"),
-                &limits,
-            )];
+            let mut layers = vec![Layer::setting(LayerKind::Plan, format!("plan:{id}"), &limits)];
             if !caps.is_empty() {
-                layers.push(Layer::capping(
-                    LayerKind::Plan,
-                    format!("plan:{id}:cap"),
-                    &caps,
-                ));
+                layers.push(Layer::capping(LayerKind::Plan, format!("plan:{id}:cap"), &caps));
             }
-            cat.plans.insert(
-                id.clone(),
-                Plan {
-                    id,
-                    description: p.description,
-                    layers,
-                },
-            );
+            cat.plans.insert(id.clone(), Plan { id, description: p.description, layers });
         }
         if cat.tiers.is_empty() {
             return Err(invalid("tiers", "declare at least one tier"));
@@ -281,10 +239,7 @@ impl Catalogue {
         };
         let tz = raw.defaults.time_zone.unwrap_or_else(|| "UTC".into());
         if TimeZone::get(&tz).is_err() {
-            return Err(invalid(
-                "defaults.time_zone",
-                format!("`{tz}` is not an IANA time zone"),
-            ));
+            return Err(invalid("defaults.time_zone", format!("`{tz}` is not an IANA time zone")));
         }
         cat.default_time_zone = tz;
         Ok(cat)
@@ -298,9 +253,9 @@ impl Catalogue {
         let mut out = Vec::new();
         for (service, l) in table {
             let path = format!("{path}.{service}");
-            let idx = self.service(&service).ok_or_else(|| {
-                invalid(&path, format!("no service named `{service}` in [services]"))
-            })?;
+            let idx = self
+                .service(&service)
+                .ok_or_else(|| invalid(&path, format!("no service named `{service}` in [services]")))?;
             out.push((idx, self.limits(&path, l)?));
         }
         Ok(out)
@@ -313,7 +268,7 @@ impl Catalogue {
                 if !(r.per_second.is_finite() && r.per_second > 0.0 && r.per_second <= 1e9) {
                     return Err(invalid(
                         format!("{path}.rate.per_second"),
-                        "must be a number above 0",
+                        "must be a number above 0 and at most 1e9",
                     ));
                 }
                 let burst = r.burst.unwrap_or_else(|| r.per_second.ceil() as i64);
@@ -323,10 +278,7 @@ impl Catalogue {
                         "must be a whole number of at least 1",
                     ));
                 }
-                Some(RateLimit {
-                    per_second: r.per_second,
-                    burst: burst as u32,
-                })
+                Some(RateLimit { per_second: r.per_second, burst: burst as u32 })
             }
         };
         let concurrency = match l.concurrency {
@@ -347,17 +299,12 @@ impl Catalogue {
                         )
                     })?,
                 };
-                Some(ConcurrencyLimit {
-                    max: c.max as u32,
-                    lease_ttl_ms,
-                })
+                Some(ConcurrencyLimit { max: c.max as u32, lease_ttl_ms })
             }
         };
         let quota = |name: &str, v: Option<f64>| -> Result<Option<Units>, CatalogueError> {
-            v.map(|v| {
-                Units::from_f64(v).map_err(|e| invalid(format!("{path}.{name}"), e.to_string()))
-            })
-            .transpose()
+            v.map(|v| Units::from_f64(v).map_err(|e| invalid(format!("{path}.{name}"), e.to_string())))
+                .transpose()
         };
         Ok(ServiceLimits {
             rate,
@@ -394,15 +341,7 @@ mod tests {
     #[test]
     fn builtin_catalogue_has_the_demo_services_tiers_and_plans() {
         let cat = Catalogue::builtin();
-        for s in [
-            "asr",
-            "tts",
-            "conversational_ai",
-            "voice_call",
-            "video_call",
-            "live_streaming",
-            "rtm",
-        ] {
+        for s in ["asr", "tts", "conversational_ai", "voice_call", "video_call", "live_streaming", "rtm"] {
             assert!(cat.service(s).is_some(), "{s}");
         }
         for t in ["unverified", "individual", "enterprise", "industry"] {
@@ -417,11 +356,7 @@ mod tests {
         layers.extend(cat.plans["free"].layers.iter());
         let eff = resolve(cat.services.len(), &layers, Timestamp(0));
         let l = eff.service(asr);
-        assert_eq!(
-            l.rate.unwrap().per_second,
-            5.0,
-            "the free plan caps enterprise rates"
-        );
+        assert_eq!(l.rate.unwrap().per_second, 5.0, "the free plan caps enterprise rates");
         assert_eq!(l.daily, Some(Units::whole(1800)));
         assert_eq!(l.concurrency.unwrap().lease_ttl_ms, 60_000);
     }
@@ -436,27 +371,19 @@ mod tests {
     fn errors_name_the_field() {
         assert!(Catalogue::parse(BASE).is_ok());
         let e = err(&format!("{BASE}[plans.q.limits.nope]\ndaily = 1\n"));
-        assert_eq!(
-            e,
-            "field `plans.q.limits.nope`: no service named `nope` in [services]"
-        );
-        let e = err(&format!(
-            "{BASE}[tiers.u.limits.asr]\nrate = {{ per_second = -1 }}\n"
-        ));
-        assert_eq!(
-            e,
-            "field `tiers.u.limits.asr.rate.per_second`: must be a number above 0"
-        );
+        assert_eq!(e, "field `plans.q.limits.nope`: no service named `nope` in [services]");
+        let e = err(&format!("{BASE}[tiers.u.limits.asr]\nrate = {{ per_second = -1 }}\n"));
+        assert_eq!(e, "field `tiers.u.limits.asr.rate.per_second`: must be a number above 0 and at most 1e9");
         let e = err(&format!("{BASE}[plans.q.limits.asr]\ndaily = -5\n"));
         assert_eq!(e, "field `plans.q.limits.asr.daily`: must not be negative");
         let e = err(&format!("{BASE}[defaults]\ntime_zone = \"Mars/Olympus\"\n"));
         assert!(e.starts_with("field `defaults.time_zone`"), "{e}");
         let e = err(&format!("{BASE}[defaults]\ntier = \"gold\"\n"));
         assert_eq!(e, "field `defaults.tier`: no tier named `gold`");
-        let e = err(&format!(
-            "{BASE}[tiers.t2.limits.asr]\nconcurency = {{ max = 1 }}\n"
-        ));
+        let e = err(&format!("{BASE}[tiers.t2.limits.asr]\nconcurency = {{ max = 1 }}\n"));
         assert!(e.contains("concurency"), "{e}");
+        let e = err("[services.asr]\nunit = \"Audio Seconds\"\n[tiers.t]\n[plans.p]\n");
+        assert!(e.starts_with("field `services.asr.unit`"), "{e}");
         let e = err("[services.asr]\nunit = 5\n");
         assert!(e.contains("unit"), "{e}");
     }

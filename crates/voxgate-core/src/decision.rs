@@ -21,13 +21,8 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 5] = [
-        Reason::Rate,
-        Reason::Quota,
-        Reason::Concurrency,
-        Reason::Suspended,
-        Reason::Capacity,
-    ];
+    pub const ALL: [Reason; 5] =
+        [Reason::Rate, Reason::Quota, Reason::Concurrency, Reason::Suspended, Reason::Capacity];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -66,14 +61,8 @@ pub struct LimitStatus {
 }
 
 impl LimitStatus {
-    pub const EMPTY: LimitStatus = LimitStatus {
-        dimension: Dimension::Rate,
-        limit: 0,
-        used: 0,
-        remaining: 0,
-        reset_ms: 0,
-        window_s: 0,
-    };
+    pub const EMPTY: LimitStatus =
+        LimitStatus { dimension: Dimension::Rate, limit: 0, used: 0, remaining: 0, reset_ms: 0, window_s: 0 };
 }
 
 /// Every limit that applied to one call, without allocating.
@@ -85,10 +74,7 @@ pub struct LimitReport {
 
 impl Default for LimitReport {
     fn default() -> Self {
-        LimitReport {
-            items: [LimitStatus::EMPTY; 5],
-            len: 0,
-        }
+        LimitReport { items: [LimitStatus::EMPTY; 5], len: 0 }
     }
 }
 
@@ -133,11 +119,7 @@ impl Decision {
 
     pub fn suspended() -> Decision {
         Decision {
-            refused: Some(Refusal {
-                reason: Reason::Suspended,
-                dimension: None,
-                retry_after_ms: 0,
-            }),
+            refused: Some(Refusal { reason: Reason::Suspended, dimension: None, retry_after_ms: 0 }),
             limits: LimitReport::default(),
         }
     }

@@ -22,10 +22,7 @@ pub struct Cost {
 
 impl Default for Cost {
     fn default() -> Self {
-        Cost {
-            requests: 1,
-            units: Units::ZERO,
-        }
+        Cost { requests: 1, units: Units::ZERO }
     }
 }
 
@@ -61,6 +58,11 @@ struct Counter {
 pub struct Settlement {
     /// Actual minus reserved, in milli-units: positive is an extra charge, negative a refund.
     pub delta_milli: i64,
+    /// Where the delta belongs in metered usage (Unix seconds of a minute): an extra charge
+    /// is consumption now; a refund gives back what was charged in the lease's first minute.
+    /// Metering it there keeps durable usage in step with the counters above, so a restart
+    /// restores the same numbers.
+    pub minute: i64,
 }
 
 /// All counters of one app for one service.
@@ -94,11 +96,8 @@ impl ServiceState {
         let mut refuse = |dim: Dimension, wait_ms: u64| {
             let longer = refusal.is_none_or(|r| wait_ms > r.retry_after_ms);
             if longer {
-                refusal = Some(Refusal {
-                    reason: Reason::of(dim),
-                    dimension: Some(dim),
-                    retry_after_ms: wait_ms,
-                });
+                refusal =
+                    Some(Refusal { reason: Reason::of(dim), dimension: Some(dim), retry_after_ms: wait_ms });
             }
         };
 
@@ -106,13 +105,7 @@ impl ServiceState {
         if let Some(rate) = limits.rate
             && cost.requests > 0
         {
-            let c = gcra::check(
-                self.tat,
-                now.nanos(),
-                rate.emission_ns(),
-                rate.burst,
-                cost.requests,
-            );
+            let c = gcra::check(self.tat, now.nanos(), rate.emission_ns(), rate.burst, cost.requests);
             if c.allowed {
                 new_tat = c.new_tat;
             } else {
@@ -151,10 +144,7 @@ impl ServiceState {
             }
         }
         let report = self.report(limits, now, lease.is_some());
-        Decision {
-            refused: refusal,
-            limits: report,
-        }
+        Decision { refused: refusal, limits: report }
     }
 
     /// The state of every limit, without charging anything.
@@ -185,8 +175,9 @@ impl ServiceState {
         self.roll(now, tz);
         let at = self.leases.iter().position(|l| l.id == id)?;
         let lease = self.leases.swap_remove(at);
+        let now_minute = now.secs().div_euclid(60) * 60;
         let Some(actual) = actual else {
-            return Some(Settlement { delta_milli: 0 });
+            return Some(Settlement { delta_milli: 0, minute: now_minute });
         };
         let delta = actual.milli() as i64 - lease.reserved.milli() as i64;
         for (c, charged) in self.counters.iter_mut().zip(lease.charged) {
@@ -194,7 +185,8 @@ impl ServiceState {
                 c.used = c.used.apply_delta(delta);
             }
         }
-        Some(Settlement { delta_milli: delta })
+        let minute = if delta > 0 { now_minute } else { lease.charged[0] };
+        Some(Settlement { delta_milli: delta, minute })
     }
 
     /// Sets a calendar counter from durable usage (at start-up), keeping the larger of what
@@ -221,10 +213,7 @@ impl ServiceState {
                 let window = period.window(now, tz);
                 // A clock that steps back inside the previous window keeps that window's count.
                 if window.start >= c.window.end {
-                    *c = Counter {
-                        window,
-                        used: Units::ZERO,
-                    };
+                    *c = Counter { window, used: Units::ZERO };
                 }
             }
         }
@@ -236,19 +225,10 @@ impl ServiceState {
     }
 
     fn concurrency_reset_ms(&self, now: Timestamp) -> u64 {
-        self.leases
-            .iter()
-            .map(|l| millis_until(now, l.expires))
-            .min()
-            .unwrap_or(0)
+        self.leases.iter().map(|l| millis_until(now, l.expires)).min().unwrap_or(0)
     }
 
-    fn report(
-        &self,
-        limits: &ServiceLimits,
-        now: Timestamp,
-        with_concurrency: bool,
-    ) -> LimitReport {
+    fn report(&self, limits: &ServiceLimits, now: Timestamp, with_concurrency: bool) -> LimitReport {
         let mut report = LimitReport::default();
         if let Some(rate) = limits.rate {
             let t = rate.emission_ns();
@@ -299,14 +279,8 @@ mod tests {
 
     fn limits() -> ServiceLimits {
         ServiceLimits {
-            rate: Some(RateLimit {
-                per_second: 10.0,
-                burst: 5,
-            }),
-            concurrency: Some(ConcurrencyLimit {
-                max: 2,
-                lease_ttl_ms: 30_000,
-            }),
+            rate: Some(RateLimit { per_second: 10.0, burst: 5 }),
+            concurrency: Some(ConcurrencyLimit { max: 2, lease_ttl_ms: 30_000 }),
             per_minute: None,
             daily: Some(Units::whole(100)),
             monthly: Some(Units::whole(1000)),
@@ -314,10 +288,7 @@ mod tests {
     }
 
     fn cost(units: u64) -> Cost {
-        Cost {
-            requests: 1,
-            units: Units::whole(units),
-        }
+        Cost { requests: 1, units: Units::whole(units) }
     }
 
     fn utc(s: &str) -> Timestamp {
@@ -333,10 +304,7 @@ mod tests {
         let before = s.clone();
         let d = s.charge(&limits(), cost(20), None, now.plus_millis(1000), &tz);
         let r = d.refused.unwrap();
-        assert_eq!(
-            (r.reason, r.dimension),
-            (Reason::Quota, Some(Dimension::Daily))
-        );
+        assert_eq!((r.reason, r.dimension), (Reason::Quota, Some(Dimension::Daily)));
         assert_eq!(r.retry_after_ms, 3_599_000);
         let daily = d.limits.get(Dimension::Daily).unwrap();
         assert_eq!(daily.remaining, 10_000);
@@ -354,21 +322,12 @@ mod tests {
     fn monthly_quota_resets_at_local_month_end() {
         let tz = TimeZone::get("America/New_York").unwrap();
         let mut s = ServiceState::default();
-        let l = ServiceLimits {
-            monthly: Some(Units::whole(10)),
-            ..Default::default()
-        };
+        let l = ServiceLimits { monthly: Some(Units::whole(10)), ..Default::default() };
         let end_of_jan = utc("2027-02-01T04:59:00Z"); // 23:59 on 31 January in New York
         assert!(s.charge(&l, cost(10), None, end_of_jan, &tz).allowed());
-        let r = s
-            .charge(&l, cost(1), None, end_of_jan, &tz)
-            .refused
-            .unwrap();
+        let r = s.charge(&l, cost(1), None, end_of_jan, &tz).refused.unwrap();
         assert_eq!(r.retry_after_ms, 60_000);
-        assert!(
-            s.charge(&l, cost(10), None, utc("2027-02-01T05:00:00Z"), &tz)
-                .allowed()
-        );
+        assert!(s.charge(&l, cost(10), None, utc("2027-02-01T05:00:00Z"), &tz).allowed());
     }
 
     #[test]
@@ -377,34 +336,19 @@ mod tests {
         // on the 25th.
         let tz = TimeZone::get("Europe/Berlin").unwrap();
         let mut s = ServiceState::default();
-        let l = ServiceLimits {
-            daily: Some(Units::whole(10)),
-            ..Default::default()
-        };
-        assert!(
-            s.charge(&l, cost(10), None, utc("2026-10-24T22:30:00Z"), &tz)
-                .allowed()
-        );
+        let l = ServiceLimits { daily: Some(Units::whole(10)), ..Default::default() };
+        assert!(s.charge(&l, cost(10), None, utc("2026-10-24T22:30:00Z"), &tz).allowed());
         let late = s.charge(&l, cost(1), None, utc("2026-10-25T22:59:00Z"), &tz);
         assert_eq!(late.refused.unwrap().retry_after_ms, 60_000);
-        assert_eq!(
-            late.limits.get(Dimension::Daily).unwrap().window_s,
-            25 * 3600
-        );
-        assert!(
-            s.charge(&l, cost(1), None, utc("2026-10-25T23:00:00Z"), &tz)
-                .allowed()
-        );
+        assert_eq!(late.limits.get(Dimension::Daily).unwrap().window_s, 25 * 3600);
+        assert!(s.charge(&l, cost(1), None, utc("2026-10-25T23:00:00Z"), &tz).allowed());
     }
 
     #[test]
     fn exhausted_quota_refuses_zero_unit_calls() {
         let tz = TimeZone::UTC;
         let mut s = ServiceState::default();
-        let l = ServiceLimits {
-            daily: Some(Units::whole(1)),
-            ..Default::default()
-        };
+        let l = ServiceLimits { daily: Some(Units::whole(1)), ..Default::default() };
         assert!(s.charge(&l, cost(0), None, Timestamp(0), &tz).allowed());
         assert!(s.charge(&l, cost(1), None, Timestamp(0), &tz).allowed());
         assert!(!s.charge(&l, cost(0), None, Timestamp(0), &tz).allowed());
@@ -424,10 +368,7 @@ mod tests {
         assert_eq!(r.reason, Reason::Concurrency);
         assert_eq!(r.retry_after_ms, 30_000);
         // A plain check does not need a slot.
-        assert!(
-            s.charge(&l, cost(1), None, t0.plus_millis(200), &tz)
-                .allowed()
-        );
+        assert!(s.charge(&l, cost(1), None, t0.plus_millis(200), &tz).allowed());
         // Renewing lease 1 keeps it; lease 2 expires; a third fits.
         let t1 = t0.plus_millis(20_000);
         assert_eq!(s.renew(1, 30_000, t1), Some(t1.plus_millis(30_000)));
@@ -436,10 +377,7 @@ mod tests {
         assert!(s.charge(&l, cost(1), lease(3), t2, &tz).allowed());
         assert_eq!(s.renew(2, 30_000, t2), None);
         assert!(s.release(2, None, t2, &tz).is_none());
-        assert_eq!(
-            s.release(1, None, t2, &tz),
-            Some(Settlement { delta_milli: 0 })
-        );
+        assert_eq!(s.release(1, None, t2, &tz).map(|s| s.delta_milli), Some(0));
         assert_eq!(s.active_leases(t2), 1);
     }
 
@@ -449,47 +387,14 @@ mod tests {
         let mut s = ServiceState::default();
         let l = limits();
         let t0 = Timestamp::from_secs(10);
-        s.charge(
-            &l,
-            cost(30),
-            Some(NewLease {
-                id: 7,
-                ttl_ms: 60_000,
-            }),
-            t0,
-            &tz,
-        );
-        let st = s.release(
-            7,
-            Some(Units::from_milli(12_500)),
-            t0.plus_millis(5000),
-            &tz,
-        );
-        assert_eq!(
-            st,
-            Some(Settlement {
-                delta_milli: -17_500
-            })
-        );
-        assert_eq!(
-            s.peek(&l, t0, &tz).get(Dimension::Daily).unwrap().used,
-            12_500
-        );
-        s.charge(
-            &l,
-            cost(10),
-            Some(NewLease {
-                id: 8,
-                ttl_ms: 60_000,
-            }),
-            t0,
-            &tz,
-        );
+        s.charge(&l, cost(30), Some(NewLease { id: 7, ttl_ms: 60_000 }), t0, &tz);
+        let st = s.release(7, Some(Units::from_milli(12_500)), t0.plus_millis(5000), &tz);
+        // The refund belongs to the minute the reservation was charged in.
+        assert_eq!(st, Some(Settlement { delta_milli: -17_500, minute: 0 }));
+        assert_eq!(s.peek(&l, t0, &tz).get(Dimension::Daily).unwrap().used, 12_500);
+        s.charge(&l, cost(10), Some(NewLease { id: 8, ttl_ms: 60_000 }), t0, &tz);
         s.release(8, Some(Units::whole(40)), t0, &tz);
-        assert_eq!(
-            s.peek(&l, t0, &tz).get(Dimension::Daily).unwrap().used,
-            52_500
-        );
+        assert_eq!(s.peek(&l, t0, &tz).get(Dimension::Daily).unwrap().used, 52_500);
     }
 
     #[test]
@@ -498,16 +403,7 @@ mod tests {
         let mut s = ServiceState::default();
         let l = limits();
         let late = utc("2026-11-27T23:59:00Z");
-        s.charge(
-            &l,
-            cost(50),
-            Some(NewLease {
-                id: 1,
-                ttl_ms: 600_000,
-            }),
-            late,
-            &tz,
-        );
+        s.charge(&l, cost(50), Some(NewLease { id: 1, ttl_ms: 600_000 }), late, &tz);
         let next_day = utc("2026-11-28T00:01:00Z");
         s.charge(&l, cost(5), None, next_day, &tz);
         s.release(1, Some(Units::ZERO), next_day, &tz);
@@ -521,13 +417,7 @@ mod tests {
     fn rate_refusal_waits_for_the_next_request() {
         let tz = TimeZone::UTC;
         let mut s = ServiceState::default();
-        let l = ServiceLimits {
-            rate: Some(RateLimit {
-                per_second: 2.0,
-                burst: 1,
-            }),
-            ..Default::default()
-        };
+        let l = ServiceLimits { rate: Some(RateLimit { per_second: 2.0, burst: 1 }), ..Default::default() };
         assert!(s.charge(&l, cost(0), None, Timestamp(0), &tz).allowed());
         let d = s.charge(&l, cost(0), None, Timestamp(SEC / 10), &tz);
         let r = d.refused.unwrap();

@@ -34,12 +34,26 @@ pub enum LimitValue {
 }
 
 impl LimitValue {
-    /// The number that `max`, `min` and `multiply` act on.
-    fn primary(&self) -> f64 {
-        match self {
-            LimitValue::Rate(r) => r.per_second,
-            LimitValue::Concurrency(c) => c.max as f64,
-            LimitValue::Units(u) => u.as_f64(),
+    /// Combines two values number by number with `pick` (`min` or `max`): a cap of 5/s with
+    /// burst 100 on 10/s with burst 20 gives 5/s with burst 20. A lease TTL is not a limit
+    /// and keeps the earlier layer's value.
+    fn combine(&self, other: &LimitValue, pick: fn(f64, f64) -> f64) -> LimitValue {
+        match (*self, *other) {
+            (LimitValue::Rate(a), LimitValue::Rate(b)) => LimitValue::Rate(RateLimit {
+                per_second: pick(a.per_second, b.per_second),
+                burst: pick(a.burst as f64, b.burst as f64) as u32,
+            }),
+            (LimitValue::Concurrency(a), LimitValue::Concurrency(b)) => {
+                LimitValue::Concurrency(ConcurrencyLimit {
+                    max: pick(a.max as f64, b.max as f64) as u32,
+                    ..a
+                })
+            }
+            (LimitValue::Units(a), LimitValue::Units(b)) => {
+                LimitValue::Units(Units::from_milli(pick(a.milli() as f64, b.milli() as f64) as u64))
+            }
+            // Values of different shapes never meet: entries are typed by dimension.
+            (current, _) => current,
         }
     }
 
@@ -50,10 +64,9 @@ impl LimitValue {
                 per_second: (r.per_second * factor).max(f64::MIN_POSITIVE),
                 burst: ((r.burst as f64 * factor).round() as u32).max(1),
             }),
-            LimitValue::Concurrency(c) => LimitValue::Concurrency(ConcurrencyLimit {
-                max: (c.max as f64 * factor).round() as u32,
-                ..c
-            }),
+            LimitValue::Concurrency(c) => {
+                LimitValue::Concurrency(ConcurrencyLimit { max: (c.max as f64 * factor).round() as u32, ..c })
+            }
             LimitValue::Units(u) => {
                 LimitValue::Units(Units::from_milli((u.milli() as f64 * factor).round() as u64))
             }
@@ -74,8 +87,8 @@ impl Op {
     fn apply(&self, current: Option<LimitValue>) -> Option<LimitValue> {
         match (*self, current) {
             (Op::Set(v), _) => Some(v),
-            (Op::Max(v), Some(c)) => Some(if v.primary() > c.primary() { v } else { c }),
-            (Op::Min(v), Some(c)) => Some(if v.primary() < c.primary() { v } else { c }),
+            (Op::Max(v), Some(c)) => Some(c.combine(&v, f64::max)),
+            (Op::Min(v), Some(c)) => Some(c.combine(&v, f64::min)),
             // Capping or raising "no limit" leaves it unlimited / sets it, respectively.
             (Op::Max(_), None) => None,
             (Op::Min(v), None) => Some(v),
@@ -112,29 +125,13 @@ pub struct Layer {
 
 impl Layer {
     /// A layer that sets every dimension that `limits` names, per service.
-    pub fn setting(
-        kind: LayerKind,
-        source: String,
-        limits: &[(ServiceIdx, ServiceLimits)],
-    ) -> Layer {
-        Layer {
-            kind,
-            source,
-            entries: entries_of(limits, Op::Set),
-        }
+    pub fn setting(kind: LayerKind, source: String, limits: &[(ServiceIdx, ServiceLimits)]) -> Layer {
+        Layer { kind, source, entries: entries_of(limits, Op::Set) }
     }
 
     /// A layer that caps every dimension that `limits` names, per service.
-    pub fn capping(
-        kind: LayerKind,
-        source: String,
-        limits: &[(ServiceIdx, ServiceLimits)],
-    ) -> Layer {
-        Layer {
-            kind,
-            source,
-            entries: entries_of(limits, Op::Min),
-        }
+    pub fn capping(kind: LayerKind, source: String, limits: &[(ServiceIdx, ServiceLimits)]) -> Layer {
+        Layer { kind, source, entries: entries_of(limits, Op::Min) }
     }
 }
 
@@ -143,11 +140,7 @@ fn entries_of(limits: &[(ServiceIdx, ServiceLimits)], op: fn(LimitValue) -> Op) 
     for (service, l) in limits {
         for dim in Dimension::ALL {
             if let Some(v) = get(l, dim) {
-                out.push(Entry {
-                    service: *service,
-                    dimension: dim,
-                    op: op(v),
-                });
+                out.push(Entry { service: *service, dimension: dim, op: op(v) });
             }
         }
     }
@@ -230,35 +223,22 @@ pub fn resolve(service_count: usize, layers: &[&Layer], _now: Timestamp) -> Effe
             let before = get(limits, e.dimension);
             let after = e.op.apply(before);
             set(limits, e.dimension, after);
-            let slot = match explanation
-                .limits
-                .iter()
-                .position(|(s, d, ..)| *s == e.service && *d == e.dimension)
-            {
-                Some(i) => i,
-                None => {
-                    explanation
-                        .limits
-                        .push((e.service, e.dimension, Vec::new(), None));
-                    explanation.limits.len() - 1
-                }
-            };
+            let slot =
+                match explanation.limits.iter().position(|(s, d, ..)| *s == e.service && *d == e.dimension) {
+                    Some(i) => i,
+                    None => {
+                        explanation.limits.push((e.service, e.dimension, Vec::new(), None));
+                        explanation.limits.len() - 1
+                    }
+                };
             let (_, _, steps, winner) = &mut explanation.limits[slot];
-            steps.push(Step {
-                kind: layer.kind,
-                source: layer.source.clone(),
-                op: e.op,
-                result: after,
-            });
+            steps.push(Step { kind: layer.kind, source: layer.source.clone(), op: e.op, result: after });
             if after != before || winner.is_none() {
                 *winner = Some(steps.len() - 1);
             }
         }
     }
-    EffectiveLimits {
-        services,
-        explanation,
-    }
+    EffectiveLimits { services, explanation }
 }
 
 #[cfg(test)]
@@ -268,72 +248,43 @@ mod tests {
     const ASR: ServiceIdx = ServiceIdx(0);
 
     fn rate(per_second: f64, burst: u32) -> ServiceLimits {
-        ServiceLimits {
-            rate: Some(RateLimit { per_second, burst }),
-            ..Default::default()
-        }
+        ServiceLimits { rate: Some(RateLimit { per_second, burst }), ..Default::default() }
     }
 
     #[test]
     fn later_layers_override_and_caps_only_lower() {
-        let tier = Layer::setting(
-            LayerKind::Tier,
-            "tier:enterprise".into(),
-            &[(ASR, rate(50.0, 100))],
-        );
+        let tier = Layer::setting(LayerKind::Tier, "tier:enterprise".into(), &[(ASR, rate(50.0, 100))]);
         let plan = Layer::setting(
             LayerKind::Plan,
             "plan:free".into(),
-            &[(
-                ASR,
-                ServiceLimits {
-                    daily: Some(Units::whole(3600)),
-                    ..Default::default()
-                },
-            )],
+            &[(ASR, ServiceLimits { daily: Some(Units::whole(3600)), ..Default::default() })],
         );
-        let cap = Layer::capping(
-            LayerKind::Plan,
-            "plan:free (cap)".into(),
-            &[(ASR, rate(5.0, 10))],
-        );
+        let cap = Layer::capping(LayerKind::Plan, "plan:free (cap)".into(), &[(ASR, rate(5.0, 10))]);
         // Given out of order on purpose: kinds decide the order.
         let eff = resolve(1, &[&cap, &plan, &tier], Timestamp(0));
         let asr = eff.service(ASR);
-        assert_eq!(
-            asr.rate,
-            Some(RateLimit {
-                per_second: 5.0,
-                burst: 10
-            })
-        );
+        assert_eq!(asr.rate, Some(RateLimit { per_second: 5.0, burst: 10 }));
         assert_eq!(asr.daily, Some(Units::whole(3600)));
-        let (_, _, steps, winner) = eff
-            .explanation
-            .limits
-            .iter()
-            .find(|(_, d, ..)| *d == Dimension::Rate)
-            .unwrap();
+        let (_, _, steps, winner) =
+            eff.explanation.limits.iter().find(|(_, d, ..)| *d == Dimension::Rate).unwrap();
         assert_eq!(steps.len(), 2);
         assert_eq!(steps[winner.unwrap()].source, "plan:free (cap)");
     }
 
     #[test]
+    fn caps_apply_number_by_number() {
+        let tier = Layer::setting(LayerKind::Tier, "tier:t".into(), &[(ASR, rate(10.0, 20))]);
+        let cap = Layer::capping(LayerKind::Plan, "plan:p".into(), &[(ASR, rate(5.0, 100))]);
+        let eff = resolve(1, &[&tier, &cap], Timestamp(0));
+        assert_eq!(eff.service(ASR).rate, Some(RateLimit { per_second: 5.0, burst: 20 }));
+    }
+
+    #[test]
     fn a_cap_above_the_tier_does_not_win() {
-        let tier = Layer::setting(
-            LayerKind::Tier,
-            "tier:individual".into(),
-            &[(ASR, rate(2.0, 4))],
-        );
+        let tier = Layer::setting(LayerKind::Tier, "tier:individual".into(), &[(ASR, rate(2.0, 4))]);
         let cap = Layer::capping(LayerKind::Plan, "plan:free".into(), &[(ASR, rate(5.0, 10))]);
         let eff = resolve(1, &[&tier, &cap], Timestamp(0));
-        assert_eq!(
-            eff.service(ASR).rate,
-            Some(RateLimit {
-                per_second: 2.0,
-                burst: 4
-            })
-        );
+        assert_eq!(eff.service(ASR).rate, Some(RateLimit { per_second: 2.0, burst: 4 }));
         let (_, _, steps, winner) = &eff.explanation.limits[0];
         assert_eq!(steps[winner.unwrap()].source, "tier:individual");
     }
@@ -346,10 +297,7 @@ mod tests {
             &[(
                 ASR,
                 ServiceLimits {
-                    concurrency: Some(ConcurrencyLimit {
-                        max: 10,
-                        lease_ttl_ms: 60_000,
-                    }),
+                    concurrency: Some(ConcurrencyLimit { max: 10, lease_ttl_ms: 60_000 }),
                     ..Default::default()
                 },
             )],
@@ -360,20 +308,13 @@ mod tests {
             entries: vec![Entry {
                 service: ASR,
                 dimension: Dimension::Concurrency,
-                op: Op::Max(LimitValue::Concurrency(ConcurrencyLimit {
-                    max: 25,
-                    lease_ttl_ms: 60_000,
-                })),
+                op: Op::Max(LimitValue::Concurrency(ConcurrencyLimit { max: 25, lease_ttl_ms: 60_000 })),
             }],
         };
         let window = Layer {
             kind: LayerKind::Window,
             source: "window:evening".into(),
-            entries: vec![Entry {
-                service: ASR,
-                dimension: Dimension::Concurrency,
-                op: Op::Multiply(2.0),
-            }],
+            entries: vec![Entry { service: ASR, dimension: Dimension::Concurrency, op: Op::Multiply(2.0) }],
         };
         let eff = resolve(1, &[&window, &grant, &tier], Timestamp(0));
         assert_eq!(eff.service(ASR).concurrency.unwrap().max, 50);

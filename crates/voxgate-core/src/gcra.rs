@@ -19,17 +19,9 @@ pub fn check(tat: i64, now: i64, emission_ns: i64, burst: u32, cost: u32) -> Gcr
     let new_tat = base.saturating_add(emission_ns.saturating_mul(cost as i64));
     let horizon = now.saturating_add(emission_ns.saturating_mul(burst as i64));
     if new_tat <= horizon {
-        GcraCheck {
-            allowed: true,
-            new_tat,
-            wait_ns: 0,
-        }
+        GcraCheck { allowed: true, new_tat, wait_ns: 0 }
     } else {
-        GcraCheck {
-            allowed: false,
-            new_tat,
-            wait_ns: new_tat - horizon,
-        }
+        GcraCheck { allowed: false, new_tat, wait_ns: new_tat - horizon }
     }
 }
 

@@ -21,13 +21,8 @@ pub enum Dimension {
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 5] = [
-        Dimension::Rate,
-        Dimension::Concurrency,
-        Dimension::PerMinute,
-        Dimension::Daily,
-        Dimension::Monthly,
-    ];
+    pub const ALL: [Dimension; 5] =
+        [Dimension::Rate, Dimension::Concurrency, Dimension::PerMinute, Dimension::Daily, Dimension::Monthly];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -42,10 +37,7 @@ impl Dimension {
     /// Whether amounts of this dimension are in the service's unit (milli-units) rather
     /// than in requests or leases.
     pub const fn counts_units(self) -> bool {
-        matches!(
-            self,
-            Dimension::PerMinute | Dimension::Daily | Dimension::Monthly
-        )
+        matches!(self, Dimension::PerMinute | Dimension::Daily | Dimension::Monthly)
     }
 
     pub const fn period(self) -> Option<Period> {
@@ -100,7 +92,49 @@ impl ServiceLimits {
         }
     }
 
+    /// The dimension that no amount of waiting would let this call pass, if any: more
+    /// requests than the burst, more units than a quota holds (or a quota of zero), a lease
+    /// where no lease is allowed. Such a call needs a smaller cost or a bigger limit.
+    pub fn unreachable(&self, requests: u32, units: Units, lease: bool) -> Option<Dimension> {
+        if let Some(rate) = self.rate
+            && requests > rate.burst
+        {
+            return Some(Dimension::Rate);
+        }
+        if let Some(c) = self.concurrency
+            && lease
+            && c.max == 0
+        {
+            return Some(Dimension::Concurrency);
+        }
+        [Dimension::PerMinute, Dimension::Daily, Dimension::Monthly]
+            .into_iter()
+            .find(|d| self.quota(*d).is_some_and(|limit| units > limit || limit.is_zero()))
+    }
+
     pub fn is_unlimited(&self) -> bool {
         *self == ServiceLimits::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_calls_that_can_never_pass() {
+        let l = ServiceLimits {
+            rate: Some(RateLimit { per_second: 1.0, burst: 5 }),
+            concurrency: Some(ConcurrencyLimit { max: 0, lease_ttl_ms: 1000 }),
+            per_minute: None,
+            daily: Some(Units::whole(10)),
+            monthly: Some(Units::whole(100)),
+        };
+        assert_eq!(l.unreachable(5, Units::whole(10), false), None);
+        assert_eq!(l.unreachable(6, Units::ZERO, false), Some(Dimension::Rate));
+        assert_eq!(l.unreachable(1, Units::ZERO, true), Some(Dimension::Concurrency));
+        assert_eq!(l.unreachable(1, Units::from_milli(10_001), false), Some(Dimension::Daily));
+        let closed = ServiceLimits { monthly: Some(Units::ZERO), ..Default::default() };
+        assert_eq!(closed.unreachable(1, Units::ZERO, false), Some(Dimension::Monthly));
     }
 }

@@ -70,10 +70,7 @@ pub enum LeaseRelease {
 /// A place where counters live. Implementations must make [`CounterStore::charge`] atomic
 /// across every limit of the call: all are charged, or none.
 pub trait CounterStore: Send + Sync + 'static {
-    fn charge(
-        &self,
-        input: CheckInput<'_>,
-    ) -> impl Future<Output = Result<Charged, StoreError>> + Send;
+    fn charge(&self, input: CheckInput<'_>) -> impl Future<Output = Result<Charged, StoreError>> + Send;
 
     /// The state of every limit of one (app, service), charging nothing.
     fn peek(

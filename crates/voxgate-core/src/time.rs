@@ -50,11 +50,7 @@ impl Timestamp {
 /// never early; zero when `until` has passed.
 pub fn millis_until(now: Timestamp, until: Timestamp) -> u64 {
     let ns = until.0.saturating_sub(now.0);
-    if ns <= 0 {
-        0
-    } else {
-        (ns as u64).div_ceil(1_000_000)
-    }
+    if ns <= 0 { 0 } else { (ns as u64).div_ceil(1_000_000) }
 }
 
 /// A calendar period whose quota resets at its end.
@@ -88,25 +84,15 @@ impl Period {
         match self {
             Period::Minute => {
                 let start = secs.div_euclid(60) * 60;
-                Window {
-                    start,
-                    end: start + 60,
-                }
+                Window { start, end: start + 60 }
             }
             Period::Day | Period::Month => {
                 let zoned = Zoned::new(now.to_jiff(), tz.clone());
                 calendar_window(self, &zoned).unwrap_or_else(|| {
                     // Only reachable at the ends of jiff's supported range (years ±9999).
-                    let len = if self == Period::Day {
-                        86_400
-                    } else {
-                        86_400 * 31
-                    };
+                    let len = if self == Period::Day { 86_400 } else { 86_400 * 31 };
                     let start = secs.div_euclid(len) * len;
-                    Window {
-                        start,
-                        end: start + len,
-                    }
+                    Window { start, end: start + len }
                 })
             }
         }
@@ -117,12 +103,7 @@ fn calendar_window(period: Period, zoned: &Zoned) -> Option<Window> {
     let (start, end) = match period {
         Period::Day => {
             let start = zoned.start_of_day().ok()?;
-            let next = zoned
-                .date()
-                .tomorrow()
-                .ok()?
-                .to_zoned(zoned.time_zone().clone())
-                .ok()?;
+            let next = zoned.date().tomorrow().ok()?.to_zoned(zoned.time_zone().clone()).ok()?;
             (start, next)
         }
         Period::Month => {
@@ -133,10 +114,7 @@ fn calendar_window(period: Period, zoned: &Zoned) -> Option<Window> {
         }
         Period::Minute => unreachable!("minutes are not calendar periods"),
     };
-    Some(Window {
-        start: start.timestamp().as_second(),
-        end: end.timestamp().as_second(),
-    })
+    Some(Window { start: start.timestamp().as_second(), end: end.timestamp().as_second() })
 }
 
 #[cfg(test)]
@@ -193,13 +171,7 @@ mod tests {
     #[test]
     fn minutes_are_utc_aligned() {
         let w = Period::Minute.window(Timestamp::from_secs(125), &TimeZone::UTC);
-        assert_eq!(
-            w,
-            Window {
-                start: 120,
-                end: 180
-            }
-        );
+        assert_eq!(w, Window { start: 120, end: 180 });
     }
 
     #[test]

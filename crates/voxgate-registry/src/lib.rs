@@ -29,10 +29,7 @@ pub enum RegistryError {
     #[error("registry migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
@@ -74,10 +71,8 @@ pub fn hash_key(key: &str) -> String {
 impl Registry {
     /// Opens (creating if needed) the registry in `data_dir/voxgate.db` and migrates it.
     pub async fn open(data_dir: &Path) -> Result<Registry> {
-        std::fs::create_dir_all(data_dir).map_err(|source| RegistryError::DataDir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| RegistryError::DataDir { path: data_dir.to_owned(), source })?;
         let options = SqliteConnectOptions::new()
             .filename(data_dir.join("voxgate.db"))
             .create_if_missing(true)
@@ -86,10 +81,7 @@ impl Registry {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Registry { pool })
     }
@@ -158,10 +150,7 @@ impl Registry {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
-            return Err(RegistryError::Conflict(format!(
-                "account `{}` already exists",
-                account.id
-            )));
+            return Err(RegistryError::Conflict(format!("account `{}` already exists", account.id)));
         }
         Self::audit(
             &mut tx,
@@ -183,16 +172,12 @@ impl Registry {
             .fetch_optional(&self.pool)
             .await?
             .map(|r| Account::from_row(&r))
-            .ok_or_else(|| RegistryError::NotFound {
-                kind: "account",
-                id: id.into(),
-            })
+            .ok_or_else(|| RegistryError::NotFound { kind: "account", id: id.into() })
     }
 
     pub async fn accounts(&self) -> Result<Vec<Account>> {
-        let rows = sqlx::query("SELECT * FROM accounts ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM accounts ORDER BY created_at, id").fetch_all(&self.pool).await?;
         Ok(rows.iter().map(Account::from_row).collect())
     }
 
@@ -200,12 +185,7 @@ impl Registry {
 
     /// Creates an app and its first API key. The key is returned this once; only its hash is
     /// stored. `id` is generated unless given (the demo app is `demo`).
-    pub async fn create_app(
-        &self,
-        new: NewApp,
-        id: Option<String>,
-        actor: &Actor,
-    ) -> Result<(App, String)> {
+    pub async fn create_app(&self, new: NewApp, id: Option<String>, actor: &Actor) -> Result<(App, String)> {
         let now = now_ms();
         let app = App {
             id: id.unwrap_or_else(|| format!("app_{}", random_hex(8))),
@@ -224,10 +204,7 @@ impl Registry {
             .await?
             .is_some();
         if !account_exists {
-            return Err(RegistryError::NotFound {
-                kind: "account",
-                id: app.account_id,
-            });
+            return Err(RegistryError::NotFound { kind: "account", id: app.account_id });
         }
         let inserted = sqlx::query(
             "INSERT INTO apps (id, account_id, name, plan, status, created_at, updated_at)
@@ -243,30 +220,16 @@ impl Registry {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
-            return Err(RegistryError::Conflict(format!(
-                "app `{}` already exists",
-                app.id
-            )));
+            return Err(RegistryError::Conflict(format!("app `{}` already exists", app.id)));
         }
-        sqlx::query(
-            "INSERT INTO api_keys (key_hash, app_id, prefix, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(hash_key(&key))
-        .bind(&app.id)
-        .bind(&key[..8])
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        Self::audit(
-            &mut tx,
-            actor,
-            "app.create",
-            ("app", &app.id),
-            None,
-            Some(json(&app)),
-            None,
-        )
-        .await?;
+        sqlx::query("INSERT INTO api_keys (key_hash, app_id, prefix, created_at) VALUES (?, ?, ?, ?)")
+            .bind(hash_key(&key))
+            .bind(&app.id)
+            .bind(&key[..8])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        Self::audit(&mut tx, actor, "app.create", ("app", &app.id), None, Some(json(&app)), None).await?;
         tx.commit().await?;
         Ok((app, key))
     }
@@ -277,16 +240,11 @@ impl Registry {
             .fetch_optional(&self.pool)
             .await?
             .map(|r| App::from_row(&r))
-            .ok_or_else(|| RegistryError::NotFound {
-                kind: "app",
-                id: id.into(),
-            })
+            .ok_or_else(|| RegistryError::NotFound { kind: "app", id: id.into() })
     }
 
     pub async fn apps(&self) -> Result<Vec<App>> {
-        let rows = sqlx::query("SELECT * FROM apps ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query("SELECT * FROM apps ORDER BY created_at, id").fetch_all(&self.pool).await?;
         Ok(rows.iter().map(App::from_row).collect())
     }
 
@@ -304,10 +262,7 @@ impl Registry {
             .fetch_optional(&mut *tx)
             .await?
             .map(|r| App::from_row(&r))
-            .ok_or_else(|| RegistryError::NotFound {
-                kind: "app",
-                id: id.into(),
-            })?;
+            .ok_or_else(|| RegistryError::NotFound { kind: "app", id: id.into() })?;
         let mut after = before.clone();
         if let Some(plan) = patch.plan {
             after.plan = plan;
@@ -347,27 +302,20 @@ impl Registry {
         let rows = sqlx::query("SELECT key_hash, app_id FROM api_keys WHERE revoked_at IS NULL")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get("key_hash"), r.get("app_id")))
-            .collect())
+        Ok(rows.iter().map(|r| (r.get("key_hash"), r.get("app_id"))).collect())
     }
 
     /// Audit entries, oldest first, optionally for one subject.
     pub async fn audit_log(&self, subject: Option<(&str, &str)>) -> Result<Vec<AuditEntry>> {
         let rows = match subject {
-            Some((kind, id)) => sqlx::query(
-                "SELECT * FROM audit_log WHERE subject_kind = ? AND subject_id = ? ORDER BY seq",
-            )
-            .bind(kind)
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?,
-            None => {
-                sqlx::query("SELECT * FROM audit_log ORDER BY seq")
+            Some((kind, id)) => {
+                sqlx::query("SELECT * FROM audit_log WHERE subject_kind = ? AND subject_id = ? ORDER BY seq")
+                    .bind(kind)
+                    .bind(id)
                     .fetch_all(&self.pool)
                     .await?
             }
+            None => sqlx::query("SELECT * FROM audit_log ORDER BY seq").fetch_all(&self.pool).await?,
         };
         Ok(rows.iter().map(AuditEntry::from_row).collect())
     }
@@ -399,12 +347,8 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 impl Registry {
     /// Tries to rewrite history; returns the database's refusal. For the registry's tests.
     pub async fn audit_tamper_for_tests(&self) -> String {
-        let update = sqlx::query("UPDATE audit_log SET actor = 'mallory'")
-            .execute(&self.pool)
-            .await;
-        let delete = sqlx::query("DELETE FROM audit_log")
-            .execute(&self.pool)
-            .await;
+        let update = sqlx::query("UPDATE audit_log SET actor = 'mallory'").execute(&self.pool).await;
+        let delete = sqlx::query("DELETE FROM audit_log").execute(&self.pool).await;
         match (update, delete) {
             (Err(u), Err(d)) => format!("{u}; {d}"),
             _ => "tampering succeeded".into(),

@@ -115,10 +115,7 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     pub(crate) fn from_row(r: &SqliteRow) -> AuditEntry {
-        let parse = |col: &str| {
-            r.get::<Option<String>, _>(col)
-                .and_then(|s| serde_json::from_str(&s).ok())
-        };
+        let parse = |col: &str| r.get::<Option<String>, _>(col).and_then(|s| serde_json::from_str(&s).ok());
         AuditEntry {
             seq: r.get("seq"),
             at: r.get("at"),

@@ -9,13 +9,8 @@ use sqlx::Row;
 use std::collections::BTreeMap;
 
 /// Refusal counters in the order of `voxgate_core::Reason::ALL`.
-pub const REFUSAL_COLUMNS: [&str; 5] = [
-    "refused_rate",
-    "refused_quota",
-    "refused_concurrency",
-    "refused_suspended",
-    "refused_capacity",
-];
+pub const REFUSAL_COLUMNS: [&str; 5] =
+    ["refused_rate", "refused_quota", "refused_concurrency", "refused_suspended", "refused_capacity"];
 
 /// One minute of one app's use of one service, as one node counted it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -59,12 +54,7 @@ impl Step {
         };
         let zoned = Zoned::new(ts, tz.clone());
         let floored = match self {
-            Step::Hour => zoned
-                .with()
-                .minute(0)
-                .second(0)
-                .subsec_nanosecond(0)
-                .build(),
+            Step::Hour => zoned.with().minute(0).second(0).subsec_nanosecond(0).build(),
             _ => zoned.start_of_day(),
         };
         floored.map(|z| z.timestamp().as_second()).unwrap_or(secs)
@@ -121,12 +111,7 @@ impl Registry {
     }
 
     /// Units used by one app per service in `[from, to)` (Unix seconds), over all nodes.
-    pub async fn units_by_service(
-        &self,
-        app_id: &str,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(String, i64)>> {
+    pub async fn units_by_service(&self, app_id: &str, from: i64, to: i64) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
             "SELECT service, SUM(units_milli) AS units FROM usage_minute
              WHERE app_id = ? AND minute >= ? AND minute < ? GROUP BY service",
@@ -136,10 +121,7 @@ impl Registry {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get("service"), r.get::<i64, _>("units")))
-            .collect())
+        Ok(rows.iter().map(|r| (r.get("service"), r.get::<i64, _>("units"))).collect())
     }
 
     /// The usage series of one app in `[from, to)` (Unix seconds), optionally for one service,
@@ -173,15 +155,13 @@ impl Registry {
         for r in &rows {
             let service: String = r.get("service");
             let start = step.floor(r.get("minute"), tz);
-            let b = buckets
-                .entry((start, service.clone()))
-                .or_insert_with(|| UsageBucket {
-                    start,
-                    service,
-                    allowed: 0,
-                    refused: [0; 5],
-                    units_milli: 0,
-                });
+            let b = buckets.entry((start, service.clone())).or_insert_with(|| UsageBucket {
+                start,
+                service,
+                allowed: 0,
+                refused: [0; 5],
+                units_milli: 0,
+            });
             b.allowed += r.get::<i64, _>("allowed") as u64;
             for (i, col) in REFUSAL_COLUMNS.iter().enumerate() {
                 b.refused[i] += r.get::<i64, _>(*col) as u64;

@@ -6,21 +6,14 @@ use axum::Router;
 use axum::routing::post;
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:18181".into());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18181".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let app = Router::new().route(
             "/v1/check",
             post(|body: axum::body::Bytes| async move {
                 let _ = body;
-                (
-                    [("content-type", "application/json")],
-                    r#"{"allowed":true}"#,
-                )
+                ([("content-type", "application/json")], r#"{"allowed":true}"#)
             }),
         );
         let listener = tokio::net::TcpListener::bind(&addr).await?;

@@ -56,8 +56,10 @@ pub struct ServeArgs {
     /// `kill -9` can lose.
     #[arg(long, env = "VOXGATE_FLUSH_INTERVAL_MS", default_value_t = 1000)]
     pub flush_interval_ms: u64,
-    /// Do not create the demo account and app on first start.
-    #[arg(long, env = "VOXGATE_NO_DEMO")]
+    /// Do not create the demo account and app on first start (the variable takes 1/0,
+    /// true/false, yes/no, on/off).
+    #[arg(long, env = "VOXGATE_NO_DEMO", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub no_demo: bool,
 }
 
@@ -76,21 +78,15 @@ pub struct Config {
 
 impl Config {
     pub fn from_args(args: ServeArgs) -> anyhow::Result<Config> {
-        let listen: SocketAddr = args.listen.parse().with_context(|| {
-            format!(
-                "--listen `{}` is not an address like 127.0.0.1:8080",
-                args.listen
-            )
-        })?;
+        let listen: SocketAddr = args
+            .listen
+            .parse()
+            .with_context(|| format!("--listen `{}` is not an address like 127.0.0.1:8080", args.listen))?;
         let catalogue = load_catalogue(args.config.as_deref())?;
-        let catalogue_source = args
-            .config
-            .as_ref()
-            .map_or_else(|| "built-in".to_string(), |p| p.display().to_string());
-        for (name, token) in [
-            ("--admin-token", &args.admin_token),
-            ("--gateway-token", &args.gateway_token),
-        ] {
+        let catalogue_source =
+            args.config.as_ref().map_or_else(|| "built-in".to_string(), |p| p.display().to_string());
+        for (name, token) in [("--admin-token", &args.admin_token), ("--gateway-token", &args.gateway_token)]
+        {
             if let Some(t) = token
                 && t.len() < 16
             {
@@ -132,7 +128,7 @@ pub fn load_catalogue(path: Option<&Path>) -> anyhow::Result<Catalogue> {
     let Some(path) = path else {
         return Ok(Catalogue::builtin());
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read catalogue {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read catalogue {}", path.display()))?;
     Catalogue::parse(&text).with_context(|| format!("invalid catalogue {}", path.display()))
 }

@@ -46,9 +46,7 @@ pub struct Meter {
 impl Default for Meter {
     fn default() -> Self {
         Meter {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::with_hasher(RandomState::default())))
-                .collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::with_hasher(RandomState::default()))).collect(),
             hasher: RandomState::default(),
             flushing: tokio::sync::Mutex::new(()),
         }
@@ -137,24 +135,9 @@ mod tests {
         let meter = Meter::default();
         let app: Arc<str> = "a".into();
         let asr = cat.service("asr").unwrap();
-        meter.record(
-            &app,
-            asr,
-            Timestamp::from_secs(61),
-            Event::Allowed { units_milli: 1500 },
-        );
-        meter.record(
-            &app,
-            asr,
-            Timestamp::from_secs(62),
-            Event::Refused(Reason::Quota),
-        );
-        meter.record(
-            &app,
-            asr,
-            Timestamp::from_secs(130),
-            Event::Settled { units_milli: -500 },
-        );
+        meter.record(&app, asr, Timestamp::from_secs(61), Event::Allowed { units_milli: 1500 });
+        meter.record(&app, asr, Timestamp::from_secs(62), Event::Refused(Reason::Quota));
+        meter.record(&app, asr, Timestamp::from_secs(130), Event::Settled { units_milli: -500 });
         registry.close().await;
         assert!(meter.flush(&registry, &cat, "n").await.is_err());
         let registry = Registry::open(dir.path()).await.unwrap();
@@ -163,19 +146,9 @@ mod tests {
         let sums = registry.units_by_service("a", 0, 3600).await.unwrap();
         assert_eq!(sums, vec![("asr".to_string(), 1000)]);
         let series = registry
-            .usage_series(
-                "a",
-                None,
-                0,
-                3600,
-                voxgate_registry::Step::Minute,
-                &jiff::tz::TimeZone::UTC,
-            )
+            .usage_series("a", None, 0, 3600, voxgate_registry::Step::Minute, &jiff::tz::TimeZone::UTC)
             .await
             .unwrap();
-        assert_eq!(
-            (series[0].allowed, series[0].refused[Reason::Quota as usize]),
-            (1, 1)
-        );
+        assert_eq!((series[0].allowed, series[0].refused[Reason::Quota as usize]), (1, 1));
     }
 }

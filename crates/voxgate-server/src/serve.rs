@@ -12,15 +12,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let catalogue_source = config.catalogue_source.clone();
     let (state, boot) = AppState::open(config, system_clock()).await?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
 
-    println!(
-        "voxgate {} listening on http://{addr}",
-        env!("CARGO_PKG_VERSION")
-    );
+    println!("voxgate {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
     println!("  data directory:   {}", data_dir.display());
     println!("  catalogue:        {catalogue_source}");
     match &boot.admin_token_file {
@@ -34,18 +29,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         println!("  demo app `demo` created; its API key (shown once): {key}");
     }
     if boot.restored > 0 {
-        println!(
-            "  restored {} quota counters from metered usage",
-            boot.restored
-        );
+        println!("  restored {} quota counters from metered usage", boot.restored);
     }
 
     let flusher = tokio::spawn(flush_loop(state.clone()));
     let app = crate::router(state.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server error")?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server error")?;
 
     flusher.abort();
     let rows = state.flush().await.context("final usage flush failed")?;

@@ -79,9 +79,9 @@ impl AppState {
     /// durable usage, and builds the first snapshot.
     pub async fn open(config: Config, clock: Clock) -> anyhow::Result<(Arc<AppState>, Bootstrap)> {
         let mut boot = Bootstrap::default();
-        let registry = Registry::open(&config.data_dir).await.with_context(|| {
-            format!("cannot open the registry in {}", config.data_dir.display())
-        })?;
+        let registry = Registry::open(&config.data_dir)
+            .await
+            .with_context(|| format!("cannot open the registry in {}", config.data_dir.display()))?;
         let admin_token = match &config.admin_token {
             Some(t) => t.clone(),
             None => {
@@ -124,17 +124,34 @@ impl AppState {
         (self.clock)()
     }
 
-    /// Rebuilds the snapshot from the registry.
+    /// Rebuilds the snapshot from the registry. Refuses (and keeps the old snapshot) when a
+    /// record names a tier or plan the catalogue does not define: such an app would
+    /// otherwise run with no limits at all.
     pub async fn reload(&self) -> anyhow::Result<()> {
-        let accounts: HashMap<String, Account> = self
-            .registry
-            .accounts()
-            .await?
-            .into_iter()
-            .map(|a| (a.id.clone(), a))
-            .collect();
+        let accounts: HashMap<String, Account> =
+            self.registry.accounts().await?.into_iter().map(|a| (a.id.clone(), a)).collect();
+        let mut missing = Vec::new();
+        for a in accounts.values() {
+            if !self.catalogue.tiers.contains_key(&a.verification_level) {
+                missing.push(format!("account `{}` has verification level `{}`", a.id, a.verification_level));
+            }
+        }
+        let apps = self.registry.apps().await?;
+        for app in &apps {
+            if !self.catalogue.plans.contains_key(&app.plan) {
+                missing.push(format!("app `{}` is on plan `{}`", app.id, app.plan));
+            }
+        }
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "the catalogue ({}) does not define what the registry uses: {}; add them back to the \
+                 catalogue or move these accounts and apps first",
+                self.config.catalogue_source,
+                missing.join("; ")
+            );
+        }
         let mut snapshot = Snapshot::default();
-        for app in self.registry.apps().await? {
+        for app in apps {
             let Some(account) = accounts.get(&app.account_id) else {
                 continue;
             };
@@ -180,18 +197,13 @@ impl AppState {
             for period in [Period::Day, Period::Month] {
                 let window = period.window(now, &view.time_zone);
                 let minute_start = window.start.div_euclid(60) * 60;
-                for (service, units) in self
-                    .registry
-                    .units_by_service(&view.id, minute_start, window.end)
-                    .await?
+                for (service, units) in
+                    self.registry.units_by_service(&view.id, minute_start, window.end).await?
                 {
                     let Some(idx) = self.catalogue.service(&service) else {
                         continue;
                     };
-                    let key = CounterKey {
-                        app: &view.id,
-                        service: idx,
-                    };
+                    let key = CounterKey { app: &view.id, service: idx };
                     let used = Units::from_milli(units.max(0) as u64);
                     self.store.restore(key, period, window, used).await?;
                     restored += 1;
@@ -203,12 +215,8 @@ impl AppState {
 
     /// Writes metered usage to the registry.
     pub async fn flush(&self) -> anyhow::Result<usize> {
-        let n = self
-            .meter
-            .flush(&self.registry, &self.catalogue, &self.node_id)
-            .await?;
-        self.last_flush_ms
-            .store(self.now().millis(), Ordering::Relaxed);
+        let n = self.meter.flush(&self.registry, &self.catalogue, &self.node_id).await?;
+        self.last_flush_ms.store(self.now().millis(), Ordering::Relaxed);
         Ok(n)
     }
 
@@ -235,12 +243,7 @@ fn admin_token_file(data_dir: &std::path::Path) -> anyhow::Result<(String, PathB
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(text.as_bytes())?;
     f.write_all(b"\n")?;
     f.sync_all()
@@ -258,16 +261,9 @@ async fn create_demo(registry: &Registry, catalogue: &Catalogue) -> anyhow::Resu
         verification_level: catalogue.default_tier.clone(),
         time_zone: catalogue.default_time_zone.clone(),
     };
-    registry
-        .create_account(account, Some("demo".into()), &Actor::system())
-        .await?;
-    let app = NewApp {
-        account_id: "demo".into(),
-        name: "Demo app".into(),
-        plan: catalogue.default_plan.clone(),
-    };
-    let (_, key) = registry
-        .create_app(app, Some("demo".into()), &Actor::system())
-        .await?;
+    registry.create_account(account, Some("demo".into()), &Actor::system()).await?;
+    let app =
+        NewApp { account_id: "demo".into(), name: "Demo app".into(), plan: catalogue.default_plan.clone() };
+    let (_, key) = registry.create_app(app, Some("demo".into()), &Actor::system()).await?;
     Ok(key)
 }

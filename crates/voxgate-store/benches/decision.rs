@@ -17,8 +17,7 @@ use std::hint::black_box;
 use std::{sync::Barrier, time::Duration, time::Instant};
 use voxgate_core::store::CounterKey;
 use voxgate_core::{
-    CheckInput, Cost, Dimension, RateLimit, ServiceIdx, ServiceLimits, ServiceState, Timestamp,
-    Units,
+    CheckInput, Cost, Dimension, RateLimit, ServiceIdx, ServiceLimits, ServiceState, Timestamp, Units,
 };
 use voxgate_store::MemoryStore;
 
@@ -27,18 +26,12 @@ const BASE_NS: i64 = 1_768_438_800 * 1_000_000_000;
 /// Simulated time between two decisions of one thread.
 const STEP_NS: i64 = 10;
 const KEYS: usize = 100_000;
-const COST: Cost = Cost {
-    requests: 1,
-    units: Units::whole(1),
-};
+const COST: Cost = Cost { requests: 1, units: Units::whole(1) };
 
 /// 1e9 requests/s (one per ns) with a 4.29 s burst, never binding at one call per 10 ns per
 /// thread even with one thread 400 M calls ahead; quotas of a trillion units, never reached.
 const OPEN: ServiceLimits = ServiceLimits {
-    rate: Some(RateLimit {
-        per_second: 1e9,
-        burst: u32::MAX,
-    }),
+    rate: Some(RateLimit { per_second: 1e9, burst: u32::MAX }),
     concurrency: None,
     per_minute: None,
     daily: Some(Units::whole(1_000_000_000_000)),
@@ -52,18 +45,8 @@ fn at(step: i64) -> Timestamp {
 
 /// One decision's input: `app`'s first service, charged at simulated `step`.
 fn input(app: &str, step: i64) -> CheckInput<'_> {
-    let key = CounterKey {
-        app,
-        service: ServiceIdx(0),
-    };
-    CheckInput {
-        key,
-        limits: &OPEN,
-        cost: COST,
-        now: at(step),
-        tz: &UTC,
-        lease_ttl_ms: None,
-    }
+    let key = CounterKey { app, service: ServiceIdx(0) };
+    CheckInput { key, limits: &OPEN, cost: COST, now: at(step), tz: &UTC, lease_ttl_ms: None }
 }
 
 fn engine(c: &mut Criterion) {
@@ -78,10 +61,7 @@ fn engine(c: &mut Criterion) {
     assert!(state.charge(&OPEN, COST, None, at(step + 1), tz).allowed());
 
     // A daily quota of one unit, spent by the first call: every later call is refused.
-    let spent = ServiceLimits {
-        daily: Some(Units::whole(1)),
-        ..OPEN
-    };
+    let spent = ServiceLimits { daily: Some(Units::whole(1)), ..OPEN };
     let (mut state, mut step) = (ServiceState::default(), 0);
     assert!(state.charge(&spent, COST, None, at(0), tz).allowed());
     g.bench_function("charge_refused", |b| {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use voxgate_core::store::{CheckInput, CounterKey, LeaseRelease};
 use voxgate_core::time::{Period, Window};
 use voxgate_core::{
-    ConcurrencyLimit, CounterStore, Dimension, RateLimit, Reason, ServiceIdx, ServiceLimits,
-    Timestamp, Units, engine::Cost,
+    ConcurrencyLimit, CounterStore, Dimension, RateLimit, Reason, ServiceIdx, ServiceLimits, Timestamp,
+    Units, engine::Cost,
 };
 
 const ASR: ServiceIdx = ServiceIdx(0);
@@ -15,14 +15,8 @@ const TTS: ServiceIdx = ServiceIdx(1);
 
 fn limits() -> ServiceLimits {
     ServiceLimits {
-        rate: Some(RateLimit {
-            per_second: 10.0,
-            burst: 10,
-        }),
-        concurrency: Some(ConcurrencyLimit {
-            max: 2,
-            lease_ttl_ms: 10_000,
-        }),
+        rate: Some(RateLimit { per_second: 10.0, burst: 10 }),
+        concurrency: Some(ConcurrencyLimit { max: 2, lease_ttl_ms: 10_000 }),
         per_minute: None,
         daily: Some(Units::whole(100)),
         monthly: Some(Units::whole(1000)),
@@ -39,10 +33,7 @@ fn input<'a>(
     CheckInput {
         key: CounterKey { app, service },
         limits: l,
-        cost: Cost {
-            requests: 1,
-            units: Units::whole(units),
-        },
+        cost: Cost { requests: 1, units: Units::whole(units) },
         now,
         tz: &UTC,
         lease_ttl_ms: None,
@@ -74,63 +65,27 @@ async fn atomic_multi_limit<S: CounterStore>(store: &S) {
     // Refused by the daily quota: neither rate nor any quota moves.
     let refused = store.charge(input("a", ASR, &l, 10, T0)).await.unwrap();
     let r = refused.decision.refused.unwrap();
-    assert_eq!(
-        (r.reason, r.dimension),
-        (Reason::Quota, Some(Dimension::Daily))
-    );
-    let report = store
-        .peek(
-            CounterKey {
-                app: "a",
-                service: ASR,
-            },
-            &l,
-            T0,
-            &jiff::tz::TimeZone::UTC,
-        )
-        .await
-        .unwrap();
+    assert_eq!((r.reason, r.dimension), (Reason::Quota, Some(Dimension::Daily)));
+    let report =
+        store.peek(CounterKey { app: "a", service: ASR }, &l, T0, &jiff::tz::TimeZone::UTC).await.unwrap();
     assert_eq!(report.get(Dimension::Rate).unwrap().remaining, 9);
     assert_eq!(report.get(Dimension::Daily).unwrap().used, 95_000);
     assert_eq!(report.get(Dimension::Monthly).unwrap().used, 95_000);
 }
 
 async fn services_and_apps_are_independent<S: CounterStore>(store: &S) {
-    let l = ServiceLimits {
-        daily: Some(Units::whole(1)),
-        ..Default::default()
-    };
+    let l = ServiceLimits { daily: Some(Units::whole(1)), ..Default::default() };
     for (app, service) in [("a", ASR), ("a", TTS), ("b", ASR)] {
-        assert!(
-            store
-                .charge(input(app, service, &l, 1, T0))
-                .await
-                .unwrap()
-                .decision
-                .allowed()
-        );
-        assert!(
-            !store
-                .charge(input(app, service, &l, 1, T0))
-                .await
-                .unwrap()
-                .decision
-                .allowed()
-        );
+        assert!(store.charge(input(app, service, &l, 1, T0)).await.unwrap().decision.allowed());
+        assert!(!store.charge(input(app, service, &l, 1, T0)).await.unwrap().decision.allowed());
     }
 }
 
 async fn leases<S: CounterStore>(store: &S) {
     let l = limits();
-    let key = CounterKey {
-        app: "a",
-        service: ASR,
-    };
+    let key = CounterKey { app: "a", service: ASR };
     let tz = jiff::tz::TimeZone::UTC;
-    let take = |at| CheckInput {
-        lease_ttl_ms: Some(10_000),
-        ..input("a", ASR, &l, 30, at)
-    };
+    let take = |at| CheckInput { lease_ttl_ms: Some(10_000), ..input("a", ASR, &l, 30, at) };
     let (first, _) = store.charge(take(T0)).await.unwrap().lease.unwrap();
     let (second, _) = store.charge(take(T0)).await.unwrap().lease.unwrap();
     assert_ne!(first, second);
@@ -139,39 +94,17 @@ async fn leases<S: CounterStore>(store: &S) {
     assert!(full.lease.is_none());
     // Renew the first; the second expires; one slot is free again.
     let later = T0.plus_millis(8_000);
-    assert!(
-        store
-            .renew_lease(key, first, 10_000, later)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(store.renew_lease(key, first, 10_000, later).await.unwrap().is_some());
     let after = T0.plus_millis(12_000);
-    assert!(
-        store
-            .renew_lease(key, second, 10_000, after)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.renew_lease(key, second, 10_000, after).await.unwrap().is_none());
     let peek = store.peek(key, &l, after, &tz).await.unwrap();
     assert_eq!(peek.get(Dimension::Concurrency).unwrap().used, 1);
     // Releasing with the actual amount refunds the reservation.
-    match store
-        .release_lease(key, first, Some(Units::whole(5)), after, &tz)
-        .await
-        .unwrap()
-    {
+    match store.release_lease(key, first, Some(Units::whole(5)), after, &tz).await.unwrap() {
         LeaseRelease::Released(s) => assert_eq!(s.delta_milli, -25_000),
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        store
-            .release_lease(key, first, None, after, &tz)
-            .await
-            .unwrap(),
-        LeaseRelease::NotFound
-    );
+    assert_eq!(store.release_lease(key, first, None, after, &tz).await.unwrap(), LeaseRelease::NotFound);
     let peek = store.peek(key, &l, after, &tz).await.unwrap();
     assert_eq!(peek.get(Dimension::Daily).unwrap().used, 35_000);
     assert_eq!(peek.get(Dimension::Concurrency).unwrap().used, 0);
@@ -179,72 +112,29 @@ async fn leases<S: CounterStore>(store: &S) {
 
 async fn restore_keeps_the_larger_count<S: CounterStore>(store: &S) {
     let l = limits();
-    let key = CounterKey {
-        app: "r",
-        service: ASR,
-    };
+    let key = CounterKey { app: "r", service: ASR };
     let tz = jiff::tz::TimeZone::UTC;
     let day = Period::Day.window(T0, &tz);
-    store
-        .restore(key, Period::Day, day, Units::whole(60))
-        .await
-        .unwrap();
-    store
-        .restore(key, Period::Day, day, Units::whole(40))
-        .await
-        .unwrap();
+    store.restore(key, Period::Day, day, Units::whole(60)).await.unwrap();
+    store.restore(key, Period::Day, day, Units::whole(40)).await.unwrap();
     let peek = store.peek(key, &l, T0, &tz).await.unwrap();
     assert_eq!(peek.get(Dimension::Daily).unwrap().used, 60_000);
     // An old window is replaced by the current one when time moves on.
-    let old = Window {
-        start: day.start - 86_400,
-        end: day.start,
-    };
-    store
-        .restore(
-            CounterKey {
-                app: "q",
-                service: ASR,
-            },
-            Period::Day,
-            old,
-            Units::whole(99),
-        )
-        .await
-        .unwrap();
-    let peek = store
-        .peek(
-            CounterKey {
-                app: "q",
-                service: ASR,
-            },
-            &l,
-            T0,
-            &tz,
-        )
-        .await
-        .unwrap();
+    let old = Window { start: day.start - 86_400, end: day.start };
+    store.restore(CounterKey { app: "q", service: ASR }, Period::Day, old, Units::whole(99)).await.unwrap();
+    let peek = store.peek(CounterKey { app: "q", service: ASR }, &l, T0, &tz).await.unwrap();
     assert_eq!(peek.get(Dimension::Daily).unwrap().used, 0);
 }
 
 async fn concurrent_callers_never_overshoot<S: CounterStore>(store: Arc<S>) {
-    let l = ServiceLimits {
-        daily: Some(Units::whole(500)),
-        ..Default::default()
-    };
+    let l = ServiceLimits { daily: Some(Units::whole(500)), ..Default::default() };
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let mut allowed = 0u64;
             for _ in 0..300 {
-                if store
-                    .charge(input("c", ASR, &l, 1, T0))
-                    .await
-                    .unwrap()
-                    .decision
-                    .allowed()
-                {
+                if store.charge(input("c", ASR, &l, 1, T0)).await.unwrap().decision.allowed() {
                     allowed += 1;
                 }
             }

@@ -31,9 +31,7 @@ impl MemoryStore {
     /// A store for a catalogue of `services` services.
     pub fn new(services: usize) -> MemoryStore {
         MemoryStore {
-            shards: (0..SHARDS)
-                .map(|_| RwLock::new(HashMap::with_hasher(RandomState::default())))
-                .collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::with_hasher(RandomState::default()))).collect(),
             hasher: RandomState::default(),
             services,
         }
@@ -41,11 +39,7 @@ impl MemoryStore {
 
     /// Runs `f` on the state of one (app, service) under its lock, creating it if needed.
     /// `None` when the service index is outside the catalogue.
-    pub fn with_state<R>(
-        &self,
-        key: CounterKey<'_>,
-        f: impl FnOnce(&mut ServiceState) -> R,
-    ) -> Option<R> {
+    pub fn with_state<R>(&self, key: CounterKey<'_>, f: impl FnOnce(&mut ServiceState) -> R) -> Option<R> {
         let idx = key.service.0 as usize;
         if idx >= self.services {
             return None;
@@ -59,25 +53,18 @@ impl MemoryStore {
             }
         }
         let mut map = shard.write();
-        let states = map.entry(key.app.into()).or_insert_with(|| {
-            (0..self.services)
-                .map(|_| Mutex::new(ServiceState::default()))
-                .collect()
-        });
+        let states = map
+            .entry(key.app.into())
+            .or_insert_with(|| (0..self.services).map(|_| Mutex::new(ServiceState::default())).collect());
         Some(f(&mut states[idx].lock()))
     }
 
     /// The synchronous core of [`CounterStore::charge`]; the in-memory store never waits.
     pub fn charge_now(&self, input: CheckInput<'_>) -> Result<Charged, StoreError> {
-        let lease = input.lease_ttl_ms.map(|ttl_ms| NewLease {
-            id: rand::random::<u64>() >> 1,
-            ttl_ms,
-        });
+        let lease = input.lease_ttl_ms.map(|ttl_ms| NewLease { id: rand::random::<u64>() >> 1, ttl_ms });
         self.with_state(input.key, |state| {
             let decision = state.charge(input.limits, input.cost, lease, input.now, input.tz);
-            let lease = lease
-                .filter(|_| decision.allowed())
-                .map(|l| (l.id, input.now.plus_millis(l.ttl_ms)));
+            let lease = lease.filter(|_| decision.allowed()).map(|l| (l.id, input.now.plus_millis(l.ttl_ms)));
             Charged { decision, lease }
         })
         .ok_or_else(|| unknown_service(input.key))
@@ -90,10 +77,7 @@ impl MemoryStore {
 }
 
 fn unknown_service(key: CounterKey<'_>) -> StoreError {
-    StoreError::Invalid(format!(
-        "service index {} is outside the catalogue",
-        key.service.0
-    ))
+    StoreError::Invalid(format!("service index {} is outside the catalogue", key.service.0))
 }
 
 impl CounterStore for MemoryStore {
@@ -108,8 +92,7 @@ impl CounterStore for MemoryStore {
         now: Timestamp,
         tz: &jiff::tz::TimeZone,
     ) -> Result<LimitReport, StoreError> {
-        self.with_state(key, |s| s.peek(limits, now, tz))
-            .ok_or_else(|| unknown_service(key))
+        self.with_state(key, |s| s.peek(limits, now, tz)).ok_or_else(|| unknown_service(key))
     }
 
     async fn renew_lease(
@@ -119,8 +102,7 @@ impl CounterStore for MemoryStore {
         ttl_ms: u64,
         now: Timestamp,
     ) -> Result<Option<Timestamp>, StoreError> {
-        self.with_state(key, |s| s.renew(lease, ttl_ms, now))
-            .ok_or_else(|| unknown_service(key))
+        self.with_state(key, |s| s.renew(lease, ttl_ms, now)).ok_or_else(|| unknown_service(key))
     }
 
     async fn release_lease(
@@ -144,7 +126,6 @@ impl CounterStore for MemoryStore {
         window: Window,
         used: Units,
     ) -> Result<(), StoreError> {
-        self.with_state(key, |s| s.restore(period, window, used))
-            .ok_or_else(|| unknown_service(key))
+        self.with_state(key, |s| s.restore(period, window, used)).ok_or_else(|| unknown_service(key))
     }
 }

@@ -34,10 +34,7 @@ fn check_tier(state: &AppState, level: &str) -> Result<(), ApiError> {
     Err(ApiError::invalid_field(
         "unknown_verification_level",
         "verification_level",
-        format!(
-            "no verification level `{level}`; the catalogue has {}",
-            known.join(", ")
-        ),
+        format!("no verification level `{level}`; the catalogue has {}", known.join(", ")),
     ))
 }
 
@@ -67,13 +64,9 @@ pub async fn create_account(
     JsonBody(req): JsonBody<CreateAccount>,
 ) -> Result<Response, ApiError> {
     let name = check_name("name", &req.name)?;
-    let level = req
-        .verification_level
-        .unwrap_or_else(|| state.catalogue.default_tier.clone());
+    let level = req.verification_level.unwrap_or_else(|| state.catalogue.default_tier.clone());
     check_tier(&state, &level)?;
-    let time_zone = req
-        .time_zone
-        .unwrap_or_else(|| state.catalogue.default_time_zone.clone());
+    let time_zone = req.time_zone.unwrap_or_else(|| state.catalogue.default_time_zone.clone());
     if TimeZone::get(&time_zone).is_err() {
         return Err(ApiError::invalid_field(
             "invalid_time_zone",
@@ -83,15 +76,7 @@ pub async fn create_account(
     }
     let account = state
         .registry
-        .create_account(
-            NewAccount {
-                name,
-                verification_level: level,
-                time_zone,
-            },
-            None,
-            &Actor::admin(),
-        )
+        .create_account(NewAccount { name, verification_level: level, time_zone }, None, &Actor::admin())
         .await?;
     Ok((StatusCode::CREATED, Json(account)).into_response())
 }
@@ -109,13 +94,7 @@ pub async fn get_account(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let account = state.registry.account(&id).await?;
-    let apps = state
-        .registry
-        .apps()
-        .await?
-        .into_iter()
-        .filter(|a| a.account_id == id)
-        .collect();
+    let apps = state.registry.apps().await?.into_iter().filter(|a| a.account_id == id).collect();
     Ok(Json(AccountJson { account, apps }).into_response())
 }
 
@@ -146,21 +125,11 @@ pub async fn create_app(
     JsonBody(req): JsonBody<CreateApp>,
 ) -> Result<Response, ApiError> {
     let name = check_name("name", &req.name)?;
-    let plan = req
-        .plan
-        .unwrap_or_else(|| state.catalogue.default_plan.clone());
+    let plan = req.plan.unwrap_or_else(|| state.catalogue.default_plan.clone());
     check_plan(&state, &plan)?;
     let (app, api_key) = state
         .registry
-        .create_app(
-            NewApp {
-                account_id: req.account_id,
-                name,
-                plan,
-            },
-            None,
-            &Actor::admin(),
-        )
+        .create_app(NewApp { account_id: req.account_id, name, plan }, None, &Actor::admin())
         .await?;
     state.reload().await.map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(CreatedApp { app, api_key })).into_response())
@@ -197,21 +166,11 @@ pub async fn patch_app(
     let status = match req.status.as_deref() {
         None => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
-            ApiError::invalid_field(
-                "invalid_status",
-                "status",
-                "`status` must be `active` or `suspended`",
-            )
+            ApiError::invalid_field("invalid_status", "status", "`status` must be `active` or `suspended`")
         })?),
     };
-    let patch = AppPatch {
-        plan: req.plan,
-        status,
-    };
-    let app = state
-        .registry
-        .update_app(&id, patch, &Actor::admin(), req.reason.as_deref())
-        .await?;
+    let patch = AppPatch { plan: req.plan, status };
+    let app = state.registry.update_app(&id, patch, &Actor::admin(), req.reason.as_deref()).await?;
     state.reload().await.map_err(ApiError::internal)?;
     Ok(Json(app).into_response())
 }
@@ -232,13 +191,8 @@ pub async fn audit(
         (Some(k), Some(i)) => Some((k.as_str(), i.as_str())),
         (None, None) => None,
         _ => {
-            return Err(ApiError::invalid_request(
-                "give both `subject_kind` and `subject_id`, or neither",
-            ));
+            return Err(ApiError::invalid_request("give both `subject_kind` and `subject_id`, or neither"));
         }
     };
-    Ok(
-        Json(serde_json::json!({ "entries": state.registry.audit_log(subject).await? }))
-            .into_response(),
-    )
+    Ok(Json(serde_json::json!({ "entries": state.registry.audit_log(subject).await? })).into_response())
 }

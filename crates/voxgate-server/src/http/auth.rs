@@ -27,14 +27,13 @@ impl Caller {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Ok(Caller::Anonymous);
         };
+        // The scheme name is case-insensitive (RFC 9110 section 11.1).
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or_else(ApiError::unauthorized)?;
         if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
             return Ok(Caller::Admin);
@@ -57,9 +56,7 @@ impl Caller {
             Caller::Admin => Ok(()),
             Caller::App(own) if own == app_id => Ok(()),
             Caller::App(_) => Err(ApiError::forbidden("an app key may read only its own app")),
-            Caller::Gateway => Err(ApiError::forbidden(
-                "the gateway token may only make decisions",
-            )),
+            Caller::Gateway => Err(ApiError::forbidden("the gateway token may only make decisions")),
             Caller::Anonymous => Err(ApiError::unauthorized()),
         }
     }
@@ -68,10 +65,7 @@ impl Caller {
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }

@@ -35,11 +35,7 @@ const MAX_REQUESTS: f64 = 1_000_000.0;
 
 fn cost(req: &CheckRequest) -> Result<Cost, ApiError> {
     let requests = req.requests.unwrap_or(1.0);
-    if !(requests.is_finite()
-        && requests >= 0.0
-        && requests.fract() == 0.0
-        && requests <= MAX_REQUESTS)
-    {
+    if !(requests.is_finite() && requests >= 0.0 && requests.fract() == 0.0 && requests <= MAX_REQUESTS) {
         return Err(ApiError::invalid_field(
             "invalid_cost",
             "requests",
@@ -48,17 +44,10 @@ fn cost(req: &CheckRequest) -> Result<Cost, ApiError> {
     }
     let units = Units::from_f64(req.units.unwrap_or(0.0))
         .map_err(|e| ApiError::invalid_field("invalid_cost", "units", format!("`units` {e}")))?;
-    Ok(Cost {
-        requests: requests as u32,
-        units,
-    })
+    Ok(Cost { requests: requests as u32, units })
 }
 
-fn lookup(
-    state: &AppState,
-    app_id: &str,
-    service: &str,
-) -> Result<(Arc<AppView>, ServiceIdx), ApiError> {
+fn lookup(state: &AppState, app_id: &str, service: &str) -> Result<(Arc<AppView>, ServiceIdx), ApiError> {
     let app = state
         .snapshot
         .load()
@@ -67,10 +56,7 @@ fn lookup(
         .cloned()
         .ok_or_else(|| ApiError::unknown("unknown_app", format!("no app `{app_id}`")))?;
     let idx = state.catalogue.service(service).ok_or_else(|| {
-        ApiError::unknown(
-            "unknown_service",
-            format!("no service `{service}` in the catalogue"),
-        )
+        ApiError::unknown("unknown_service", format!("no service `{service}` in the catalogue"))
     })?;
     Ok((app, idx))
 }
@@ -87,26 +73,27 @@ async fn decide(
     let now = state.now();
     if app.suspended {
         state.record(&app.id, idx, now, Event::Refused(Reason::Suspended));
-        return Ok((
-            app,
-            idx,
-            Charged {
-                decision: Decision::suspended(),
-                lease: None,
-            },
-        ));
+        return Ok((app, idx, Charged { decision: Decision::suspended(), lease: None }));
     }
     let limits = app.limits.service(idx);
-    let ttl = limits
-        .concurrency
-        .map_or(state.catalogue.lease_ttl_ms, |c| c.lease_ttl_ms);
+    if let Some(dim) = limits.unreachable(cost.requests, cost.units, lease) {
+        state.record(&app.id, idx, now, Event::Refused(Reason::of(dim)));
+        return Err(ApiError::invalid_field(
+            "exceeds_limit",
+            dim.as_str(),
+            format!(
+                "this call can never pass the `{}` limit of `{}` as it stands: make it smaller \
+                 (split the work) or raise the limit",
+                dim.as_str(),
+                req.service
+            ),
+        ));
+    }
+    let ttl = limits.concurrency.map_or(state.catalogue.lease_ttl_ms, |c| c.lease_ttl_ms);
     let charged = state
         .store
         .charge(CheckInput {
-            key: CounterKey {
-                app: &app.id,
-                service: idx,
-            },
+            key: CounterKey { app: &app.id, service: idx },
             limits,
             cost,
             now,
@@ -115,9 +102,7 @@ async fn decide(
         })
         .await?;
     let event = match charged.decision.refused {
-        None => Event::Allowed {
-            units_milli: cost.units.milli() as i64,
-        },
+        None => Event::Allowed { units_milli: cost.units.milli() as i64 },
         Some(r) => Event::Refused(r.reason),
     };
     state.record(&app.id, idx, now, event);
@@ -156,17 +141,10 @@ fn respond(
         retry_after_ms: d.refused.map_or(0, |r| r.retry_after_ms),
         app_id: &app.id,
         service: &service.id,
-        lease_id: charged
-            .lease
-            .map(|(id, _)| lease_id(&app.id, &service.id, id)),
+        lease_id: charged.lease.map(|(id, _)| lease_id(&app.id, &service.id, id)),
         expires_at: charged.lease.map(|(_, at)| at.to_jiff().to_string()),
         reserved_units: charged.lease.map(|_| units.as_f64()),
-        limits: d
-            .limits
-            .as_slice()
-            .iter()
-            .map(|s| LimitJson::new(s, None, &service.unit))
-            .collect(),
+        limits: d.limits.as_slice().iter().map(|s| LimitJson::new(s, None, &service.unit)).collect(),
     };
     let status = match d.refused {
         None => ok,
@@ -174,17 +152,14 @@ fn respond(
         Some(_) => StatusCode::TOO_MANY_REQUESTS,
     };
     let mut headers = HeaderMap::new();
-    if let Some((policy, current)) = ratelimit_headers(&d.limits) {
+    if let Some((policy, current)) = ratelimit_headers(&d.limits, &service.unit) {
         headers.insert("ratelimit-policy", policy);
         headers.insert("ratelimit", current);
     }
     if let Some(r) = d.refused
         && status == StatusCode::TOO_MANY_REQUESTS
     {
-        headers.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(ceil_secs(r.retry_after_ms).max(1)),
-        );
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(ceil_secs(r.retry_after_ms).max(1)));
     }
     (status, headers, Json(body)).into_response()
 }
@@ -195,14 +170,7 @@ pub async fn check(
     JsonBody(req): JsonBody<CheckRequest>,
 ) -> Result<Response, ApiError> {
     let (app, idx, charged) = decide(&state, &req, false).await?;
-    Ok(respond(
-        &state,
-        &app,
-        idx,
-        &charged,
-        Units::ZERO,
-        StatusCode::OK,
-    ))
+    Ok(respond(&state, &app, idx, &charged, Units::ZERO, StatusCode::OK))
 }
 
 /// `POST /v1/leases`
@@ -212,14 +180,7 @@ pub async fn acquire(
 ) -> Result<Response, ApiError> {
     let (app, idx, charged) = decide(&state, &req, true).await?;
     let units = cost(&req)?.units;
-    Ok(respond(
-        &state,
-        &app,
-        idx,
-        &charged,
-        units,
-        StatusCode::CREATED,
-    ))
+    Ok(respond(&state, &app, idx, &charged, units, StatusCode::CREATED))
 }
 
 /// Lease ids carry their app and service, so renewing or releasing needs nothing else and
@@ -228,14 +189,10 @@ fn lease_id(app: &str, service: &str, id: u64) -> String {
     format!("{app}.{service}.{id:016x}")
 }
 
-fn parse_lease_id(
-    state: &AppState,
-    lease: &str,
-) -> Result<(Arc<AppView>, ServiceIdx, u64), ApiError> {
+fn parse_lease_id(state: &AppState, lease: &str) -> Result<(Arc<AppView>, ServiceIdx, u64), ApiError> {
     let not_found = || ApiError::unknown("lease_not_found", format!("no live lease `{lease}`"));
     let mut parts = lease.split('.');
-    let (Some(app), Some(service), Some(id), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(app), Some(service), Some(id), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(not_found());
     };
@@ -257,23 +214,14 @@ pub async fn renew(
     Path(lease): Path<String>,
 ) -> Result<Response, ApiError> {
     let (app, idx, id) = parse_lease_id(&state, &lease)?;
-    let ttl = app
-        .limits
-        .service(idx)
-        .concurrency
-        .map_or(state.catalogue.lease_ttl_ms, |c| c.lease_ttl_ms);
+    let ttl = app.limits.service(idx).concurrency.map_or(state.catalogue.lease_ttl_ms, |c| c.lease_ttl_ms);
     let now = state.now();
-    let key = CounterKey {
-        app: &app.id,
-        service: idx,
-    };
+    let key = CounterKey { app: &app.id, service: idx };
     match state.store.renew_lease(key, id, ttl, now).await? {
-        Some(expires) => Ok(Json(LeaseJson {
-            lease_id: lease,
-            expires_at: expires.to_jiff().to_string(),
-            ttl_ms: ttl,
-        })
-        .into_response()),
+        Some(expires) => {
+            Ok(Json(LeaseJson { lease_id: lease, expires_at: expires.to_jiff().to_string(), ttl_ms: ttl })
+                .into_response())
+        }
         None => Err(ApiError::unknown(
             "lease_not_found",
             format!("no live lease `{lease}` (expired or released)"),
@@ -303,31 +251,19 @@ pub async fn release(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let req: ReleaseRequest = super::body::parse(&body)?;
-    let actual =
-        req.units.map(Units::from_f64).transpose().map_err(|e| {
-            ApiError::invalid_field("invalid_cost", "units", format!("`units` {e}"))
-        })?;
+    let actual = req
+        .units
+        .map(Units::from_f64)
+        .transpose()
+        .map_err(|e| ApiError::invalid_field("invalid_cost", "units", format!("`units` {e}")))?;
     let (app, idx, id) = parse_lease_id(&state, &lease)?;
     let now = state.now();
-    let key = CounterKey {
-        app: &app.id,
-        service: idx,
-    };
-    match state
-        .store
-        .release_lease(key, id, actual, now, &app.time_zone)
-        .await?
-    {
+    let key = CounterKey { app: &app.id, service: idx };
+    match state.store.release_lease(key, id, actual, now, &app.time_zone).await? {
         LeaseRelease::Released(s) => {
             if s.delta_milli != 0 {
-                state.record(
-                    &app.id,
-                    idx,
-                    now,
-                    Event::Settled {
-                        units_milli: s.delta_milli,
-                    },
-                );
+                let at = voxgate_core::Timestamp::from_secs(s.minute);
+                state.record(&app.id, idx, at, Event::Settled { units_milli: s.delta_milli });
             }
             Ok(Json(ReleasedJson {
                 lease_id: lease,

@@ -21,12 +21,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            detail: detail.into(),
-            field: None,
-        }
+        ApiError { status, code, detail: detail.into(), field: None }
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
@@ -47,22 +42,14 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, detail)
     }
     pub fn unauthorized() -> ApiError {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid bearer token is required",
-        )
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required")
     }
     pub fn forbidden(detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", detail)
     }
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %e, "internal error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the server log",
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
     }
 }
 
@@ -89,13 +76,9 @@ impl IntoResponse for ApiError {
             field: self.field.as_deref(),
         };
         let mut response = (self.status, Json(body)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -105,13 +88,10 @@ impl From<voxgate_registry::RegistryError> for ApiError {
     fn from(e: voxgate_registry::RegistryError) -> ApiError {
         use voxgate_registry::RegistryError as E;
         match e {
-            E::NotFound {
-                kind: "account",
-                id,
-            } => ApiError::unknown("unknown_account", format!("no account `{id}`")),
-            E::NotFound { kind: "app", id } => {
-                ApiError::unknown("unknown_app", format!("no app `{id}`"))
+            E::NotFound { kind: "account", id } => {
+                ApiError::unknown("unknown_account", format!("no account `{id}`"))
             }
+            E::NotFound { kind: "app", id } => ApiError::unknown("unknown_app", format!("no app `{id}`")),
             E::NotFound { kind, id } => ApiError::unknown("not_found", format!("no {kind} `{id}`")),
             E::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
             other => ApiError::internal(other),
@@ -140,20 +120,15 @@ pub async fn problem_layer(response: Response) -> Response {
     let status = response.status();
     // Our own JSON answers (problem documents, and decisions refused with 429 or 403) pass
     // through; only the framework's plain-text rejections are rewritten.
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| {
-            let v = v.as_bytes();
-            v.starts_with(PROBLEM_JSON.as_bytes()) || v.starts_with(b"application/json")
-        });
+    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.starts_with(PROBLEM_JSON.as_bytes()) || v.starts_with(b"application/json")
+    });
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
     let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .unwrap_or_default();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let detail = String::from_utf8_lossy(&text).trim().to_string();
     let code = match status {
         StatusCode::NOT_FOUND => "not_found",
@@ -163,11 +138,8 @@ pub async fn problem_layer(response: Response) -> Response {
         s if s.is_client_error() => "invalid_request",
         _ => "internal",
     };
-    let detail = if detail.is_empty() {
-        status.canonical_reason().unwrap_or("error").to_string()
-    } else {
-        detail
-    };
+    let detail =
+        if detail.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { detail };
     let mut rewritten = ApiError::new(status, code, detail).into_response();
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {

@@ -15,11 +15,7 @@ pub enum Amount {
 }
 
 fn amount(dim: Dimension, raw: u64) -> Amount {
-    if dim.counts_units() {
-        Amount::Units(raw as f64 / 1000.0)
-    } else {
-        Amount::Count(raw)
-    }
+    if dim.counts_units() { Amount::Units(raw as f64 / 1000.0) } else { Amount::Count(raw) }
 }
 
 /// One limit in a response body.
@@ -69,7 +65,10 @@ fn whole(dim: Dimension, raw: u64) -> u64 {
 }
 
 /// `RateLimit-Policy` and `RateLimit` for every limit in `report`; `None` when there are none.
-pub fn ratelimit_headers(report: &LimitReport) -> Option<(HeaderValue, HeaderValue)> {
+///
+/// Quota items carry `qu` with the service's unit (e.g. `"audio_second"`), so no client reads
+/// 1800 audio seconds as 1800 requests (the draft's default unit).
+pub fn ratelimit_headers(report: &LimitReport, unit: &str) -> Option<(HeaderValue, HeaderValue)> {
     let items = report.as_slice();
     if items.is_empty() {
         return None;
@@ -82,28 +81,17 @@ pub fn ratelimit_headers(report: &LimitReport) -> Option<(HeaderValue, HeaderVal
             state.push_str(", ");
         }
         let name = s.dimension.as_str();
-        let _ = write!(
-            policy,
-            "\"{name}\";q={};w={}",
-            whole(s.dimension, s.limit),
-            s.window_s.max(1)
-        );
+        let _ = write!(policy, "\"{name}\";q={};w={}", whole(s.dimension, s.limit), s.window_s.max(1));
         match s.dimension {
             Dimension::Rate => policy.push_str(";qu=\"requests\""),
             Dimension::Concurrency => policy.push_str(";qu=\"concurrent-requests\""),
-            _ => {}
+            _ => {
+                let _ = write!(policy, ";qu=\"{unit}\"");
+            }
         }
-        let _ = write!(
-            state,
-            "\"{name}\";r={};t={}",
-            whole(s.dimension, s.remaining),
-            ceil_secs(s.reset_ms)
-        );
+        let _ = write!(state, "\"{name}\";r={};t={}", whole(s.dimension, s.remaining), ceil_secs(s.reset_ms));
     }
-    Some((
-        HeaderValue::from_str(&policy).ok()?,
-        HeaderValue::from_str(&state).ok()?,
-    ))
+    Some((HeaderValue::from_str(&policy).ok()?, HeaderValue::from_str(&state).ok()?))
 }
 
 #[cfg(test)]
@@ -129,11 +117,8 @@ mod tests {
             reset_ms: 3_600_001,
             window_s: 86_400,
         });
-        let (policy, state) = ratelimit_headers(&report).unwrap();
-        assert_eq!(
-            policy,
-            "\"rate\";q=20;w=2;qu=\"requests\", \"daily\";q=1800;w=86400"
-        );
+        let (policy, state) = ratelimit_headers(&report, "audio_second").unwrap();
+        assert_eq!(policy, "\"rate\";q=20;w=2;qu=\"requests\", \"daily\";q=1800;w=86400;qu=\"audio_second\"");
         assert_eq!(state, "\"rate\";r=19;t=1, \"daily\";r=1787;t=3601");
     }
 }

@@ -27,10 +27,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/leases/{id}", axum::routing::delete(decide::release))
         .route_layer(from_fn_with_state(state.clone(), auth::require_gateway));
     let admin = Router::new()
-        .route(
-            "/v1/accounts",
-            post(admin::create_account).get(admin::list_accounts),
-        )
+        .route("/v1/accounts", post(admin::create_account).get(admin::list_accounts))
         .route("/v1/accounts/{id}", get(admin::get_account))
         .route("/v1/apps", post(admin::create_app))
         .route("/v1/apps/{id}", axum::routing::patch(admin::patch_app))
@@ -60,11 +57,7 @@ async fn healthz() -> Response {
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let registry_ok = state.registry.ping().await.is_ok();
     let last = state.last_flush_ms.load(Ordering::Relaxed);
-    let lag_ms = if last == 0 {
-        0
-    } else {
-        (state.now().millis() - last).max(0)
-    };
+    let lag_ms = if last == 0 { 0 } else { (state.now().millis() - last).max(0) };
     let flush_ok = lag_ms <= 10 * state.config.flush_interval.as_millis() as i64 + 1000;
     let ready = registry_ok && flush_ok;
     let body = serde_json::json!({
@@ -72,10 +65,6 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "registry": if registry_ok { "ok" } else { "unavailable" },
         "usage_flush_lag_ms": lag_ms,
     });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }

@@ -33,32 +33,19 @@ pub async fn limits(
 ) -> Result<Response, ApiError> {
     caller.may_read(&id)?;
     let snapshot = state.snapshot.load();
-    let app = snapshot
-        .apps
-        .get(&id)
-        .ok_or_else(|| ApiError::unknown("unknown_app", format!("no app `{id}`")))?;
+    let app =
+        snapshot.apps.get(&id).ok_or_else(|| ApiError::unknown("unknown_app", format!("no app `{id}`")))?;
     let now = state.now();
     let mut reports = Vec::new();
     for idx in state.catalogue.service_indices() {
-        let key = CounterKey {
-            app: &app.id,
-            service: idx,
-        };
-        let report = state
-            .store
-            .peek(key, app.limits.service(idx), now, &app.time_zone)
-            .await?;
+        let key = CounterKey { app: &app.id, service: idx };
+        let report = state.store.peek(key, app.limits.service(idx), now, &app.time_zone).await?;
         reports.push((idx, report));
     }
     let mut limits = Vec::new();
     for (idx, report) in &reports {
         let service = state.catalogue.service_def(*idx);
-        limits.extend(
-            report
-                .as_slice()
-                .iter()
-                .map(|s| LimitJson::new(s, Some(&service.id), &service.unit)),
-        );
+        limits.extend(report.as_slice().iter().map(|s| LimitJson::new(s, Some(&service.id), &service.unit)));
     }
     Ok(Json(LimitsJson {
         app_id: &app.id,
@@ -88,15 +75,13 @@ fn parse_instant(field: &str, s: &str) -> Result<i64, ApiError> {
     if let Ok(secs) = s.parse::<i64>() {
         return Ok(secs);
     }
-    s.parse::<jiff::Timestamp>()
-        .map(|t| t.as_second())
-        .map_err(|_| {
-            ApiError::invalid_field(
-                "invalid_time",
-                field,
-                format!("`{field}` must be an RFC 3339 instant or Unix seconds"),
-            )
-        })
+    s.parse::<jiff::Timestamp>().map(|t| t.as_second()).map_err(|_| {
+        ApiError::invalid_field(
+            "invalid_time",
+            field,
+            format!("`{field}` must be an RFC 3339 instant or Unix seconds"),
+        )
+    })
 }
 
 #[derive(Serialize)]
@@ -145,10 +130,7 @@ pub async fn usage(
     if let Some(s) = &q.service
         && state.catalogue.service(s).is_none()
     {
-        return Err(ApiError::unknown(
-            "unknown_service",
-            format!("no service `{s}` in the catalogue"),
-        ));
+        return Err(ApiError::unknown("unknown_service", format!("no service `{s}` in the catalogue")));
     }
     let step_name = q.step.as_deref().unwrap_or("minute");
     let step = Step::parse(step_name).ok_or_else(|| {
@@ -179,22 +161,9 @@ pub async fn usage(
     }
     // Reads include what the meter still holds.
     state.flush().await.map_err(ApiError::internal)?;
-    let buckets = state
-        .registry
-        .usage_series(
-            &app.id,
-            q.service.as_deref(),
-            from,
-            to,
-            step,
-            &app.time_zone,
-        )
-        .await?;
-    let rfc = |s: i64| {
-        jiff::Timestamp::from_second(s)
-            .map(|t| t.to_string())
-            .unwrap_or_default()
-    };
+    let buckets =
+        state.registry.usage_series(&app.id, q.service.as_deref(), from, to, step, &app.time_zone).await?;
+    let rfc = |s: i64| jiff::Timestamp::from_second(s).map(|t| t.to_string()).unwrap_or_default();
     let series = buckets
         .into_iter()
         .map(|b| Bucket {
