@@ -32,11 +32,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         println!("  restored {} quota counters from metered usage", boot.restored);
     }
 
-    let flusher = tokio::spawn(flush_loop(state.clone()));
+    let (stop_flusher, stopped) = tokio::sync::watch::channel(false);
+    let flusher = tokio::spawn(flush_loop(state.clone(), stopped));
     let app = crate::router(state.clone());
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server error")?;
 
-    flusher.abort();
+    // Let a flush in progress finish (cancelling it between draining the meter and the
+    // commit would drop those rows), then write what is left.
+    let _ = stop_flusher.send(true);
+    let _ = flusher.await;
     let rows = state.flush().await.context("final usage flush failed")?;
     tracing::info!(rows, "flushed usage on shutdown");
     state.registry.close().await;
@@ -44,11 +48,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn flush_loop(state: Arc<AppState>) {
+/// Flushes usage every interval until told to stop; only ever stops between flushes.
+async fn flush_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(state.config.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
         if let Err(e) = state.flush().await {
             tracing::warn!(error = %e, "usage flush failed; will retry");
         }

@@ -187,14 +187,14 @@ impl AppState {
         }
     }
 
-    /// Seeds every app's daily and monthly counters from the registry, so a restart never
-    /// hands out a fresh day's quota.
+    /// Seeds every app's per-minute, daily and monthly counters from the registry, so a
+    /// restart never hands out a fresh minute's or day's quota.
     async fn restore_quotas(&self) -> anyhow::Result<usize> {
         let now = self.now();
         let snapshot = self.snapshot.load();
         let mut restored = 0;
         for view in snapshot.apps.values() {
-            for period in [Period::Day, Period::Month] {
+            for period in [Period::Minute, Period::Day, Period::Month] {
                 let window = period.window(now, &view.time_zone);
                 let minute_start = window.start.div_euclid(60) * 60;
                 for (service, units) in
