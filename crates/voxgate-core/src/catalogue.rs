@@ -275,7 +275,7 @@ impl Catalogue {
                 if !(1..=u32::MAX as i64).contains(&burst) {
                     return Err(invalid(
                         format!("{path}.rate.burst"),
-                        "must be a whole number of at least 1",
+                        "must be a whole number from 1 to 4294967295",
                     ));
                 }
                 Some(RateLimit { per_second: r.per_second, burst: burst as u32 })
@@ -287,7 +287,7 @@ impl Catalogue {
                 if !(0..=u32::MAX as i64).contains(&c.max) {
                     return Err(invalid(
                         format!("{path}.concurrency.max"),
-                        "must be a whole number of at least 0",
+                        "must be a whole number from 0 to 4294967295",
                     ));
                 }
                 let lease_ttl_ms = match c.lease_ttl_s {
