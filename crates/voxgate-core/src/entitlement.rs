@@ -9,6 +9,7 @@
 
 use crate::catalogue::ServiceIdx;
 use crate::limits::{ConcurrencyLimit, Dimension, RateLimit, ServiceLimits};
+use crate::schedule::Schedule;
 use crate::time::Timestamp;
 use crate::units::Units;
 use serde::Serialize;
@@ -118,20 +119,27 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layer {
     pub kind: LayerKind,
-    /// e.g. `tier:enterprise`, `plan:free`.
+    /// e.g. `tier:enterprise`, `plan:free`, `contract:ctr_1`, `window:win_2`.
     pub source: String,
     pub entries: Vec<Entry>,
+    /// When the layer is in force (contracts and windows are time-bound).
+    pub schedule: Schedule,
 }
 
 impl Layer {
     /// A layer that sets every dimension that `limits` names, per service.
     pub fn setting(kind: LayerKind, source: String, limits: &[(ServiceIdx, ServiceLimits)]) -> Layer {
-        Layer { kind, source, entries: entries_of(limits, Op::Set) }
+        Layer { kind, source, entries: entries_of(limits, Op::Set), schedule: Schedule::Always }
     }
 
     /// A layer that caps every dimension that `limits` names, per service.
     pub fn capping(kind: LayerKind, source: String, limits: &[(ServiceIdx, ServiceLimits)]) -> Layer {
-        Layer { kind, source, entries: entries_of(limits, Op::Min) }
+        Layer { kind, source, entries: entries_of(limits, Op::Min), schedule: Schedule::Always }
+    }
+
+    pub fn with_schedule(mut self, schedule: Schedule) -> Layer {
+        self.schedule = schedule;
+        self
     }
 }
 
@@ -199,6 +207,8 @@ pub struct Explanation {
 pub struct EffectiveLimits {
     pub services: Vec<ServiceLimits>,
     pub explanation: Explanation,
+    /// When a time-bound layer next starts or stops: resolve again at that instant.
+    pub valid_until: Option<Timestamp>,
 }
 
 impl EffectiveLimits {
@@ -207,11 +217,12 @@ impl EffectiveLimits {
     }
 }
 
-/// Folds `layers` into effective limits for `service_count` services. Layers apply in the
-/// order of their [`LayerKind`], then in the order given. `now` decides which time-bound
-/// layers are in force (the caller filters them today; windows will use it).
-pub fn resolve(service_count: usize, layers: &[&Layer], _now: Timestamp) -> EffectiveLimits {
-    let mut ordered: Vec<&Layer> = layers.to_vec();
+/// Folds the layers in force at `now` into effective limits for `service_count` services.
+/// Layers apply in the order of their [`LayerKind`], then in the order given; the result
+/// says when it stops being true (the next start or end of any time-bound layer).
+pub fn resolve(service_count: usize, layers: &[&Layer], now: Timestamp) -> EffectiveLimits {
+    let valid_until = layers.iter().filter_map(|l| l.schedule.next_change(now)).min();
+    let mut ordered: Vec<&Layer> = layers.iter().copied().filter(|l| l.schedule.active_at(now)).collect();
     ordered.sort_by_key(|l| l.kind);
     let mut services = vec![ServiceLimits::default(); service_count];
     let mut explanation = Explanation::default();
@@ -238,7 +249,7 @@ pub fn resolve(service_count: usize, layers: &[&Layer], _now: Timestamp) -> Effe
             }
         }
     }
-    EffectiveLimits { services, explanation }
+    EffectiveLimits { services, explanation, valid_until }
 }
 
 #[cfg(test)]
@@ -310,13 +321,25 @@ mod tests {
                 dimension: Dimension::Concurrency,
                 op: Op::Max(LimitValue::Concurrency(ConcurrencyLimit { max: 25, lease_ttl_ms: 60_000 })),
             }],
+            schedule: Schedule::Always,
         };
         let window = Layer {
             kind: LayerKind::Window,
             source: "window:evening".into(),
             entries: vec![Entry { service: ASR, dimension: Dimension::Concurrency, op: Op::Multiply(2.0) }],
+            schedule: Schedule::Between {
+                from: Some(Timestamp::from_secs(100)),
+                until: Some(Timestamp::from_secs(200)),
+            },
         };
-        let eff = resolve(1, &[&window, &grant, &tier], Timestamp(0));
-        assert_eq!(eff.service(ASR).concurrency.unwrap().max, 50);
+        let before = resolve(1, &[&window, &grant, &tier], Timestamp(0));
+        assert_eq!(before.service(ASR).concurrency.unwrap().max, 25);
+        assert_eq!(before.valid_until, Some(Timestamp::from_secs(100)));
+        let during = resolve(1, &[&window, &grant, &tier], Timestamp::from_secs(150));
+        assert_eq!(during.service(ASR).concurrency.unwrap().max, 50);
+        assert_eq!(during.valid_until, Some(Timestamp::from_secs(200)));
+        let after = resolve(1, &[&window, &grant, &tier], Timestamp::from_secs(200));
+        assert_eq!(after.service(ASR).concurrency.unwrap().max, 25);
+        assert_eq!(after.valid_until, None);
     }
 }

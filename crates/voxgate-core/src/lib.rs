@@ -11,6 +11,7 @@ pub mod engine;
 pub mod entitlement;
 pub mod gcra;
 pub mod limits;
+pub mod schedule;
 pub mod store;
 pub mod time;
 pub mod units;
