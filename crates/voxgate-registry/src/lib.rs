@@ -4,9 +4,11 @@
 //! Only this crate knows the SQL schema. Every change and its audit entry are written in one
 //! transaction, so a crash can lose neither half alone.
 
+mod entitlements;
 mod model;
 mod usage;
 
+pub use entitlements::*;
 pub use model::*;
 pub use usage::{REFUSAL_COLUMNS, Step, UsageBucket, UsageRow};
 
@@ -53,11 +55,11 @@ impl Actor {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill(&mut buf[..]);
     hex::encode(buf)
@@ -90,7 +92,7 @@ impl Registry {
         self.pool.close().await;
     }
 
-    async fn audit(
+    pub(crate) async fn audit(
         tx: &mut sqlx::SqliteConnection,
         actor: &Actor,
         action: &str,
@@ -130,8 +132,10 @@ impl Registry {
             id: id.unwrap_or_else(|| format!("acc_{}", random_hex(8))),
             name: new.name,
             verification_level: new.verification_level,
+            sector: None,
             time_zone: new.time_zone,
             status: Status::Active,
+            free_allowance: true,
             created_at: now,
             updated_at: now,
         };
@@ -193,6 +197,7 @@ impl Registry {
             name: new.name,
             plan: new.plan,
             status: Status::Active,
+            spending_cap: None,
             created_at: now,
             updated_at: now,
         };
@@ -222,6 +227,12 @@ impl Registry {
         if inserted.rows_affected() == 0 {
             return Err(RegistryError::Conflict(format!("app `{}` already exists", app.id)));
         }
+        sqlx::query("INSERT INTO plan_history (app_id, plan, from_ms) VALUES (?, ?, ?)")
+            .bind(&app.id)
+            .bind(&app.plan)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("INSERT INTO api_keys (key_hash, app_id, prefix, created_at) VALUES (?, ?, ?, ?)")
             .bind(hash_key(&key))
             .bind(&app.id)
@@ -270,17 +281,29 @@ impl Registry {
         if let Some(status) = patch.status {
             after.status = status;
         }
+        if let Some(cap) = patch.spending_cap {
+            after.spending_cap = cap;
+        }
         if after == before {
             return Ok(before);
         }
         after.updated_at = now_ms();
-        sqlx::query("UPDATE apps SET plan = ?, status = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE apps SET plan = ?, status = ?, spending_cap = ?, updated_at = ? WHERE id = ?")
             .bind(&after.plan)
             .bind(after.status.as_str())
+            .bind(&after.spending_cap)
             .bind(after.updated_at)
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        if after.plan != before.plan {
+            sqlx::query("INSERT INTO plan_history (app_id, plan, from_ms) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(&after.plan)
+                .bind(after.updated_at)
+                .execute(&mut *tx)
+                .await?;
+        }
         Self::audit(
             &mut tx,
             actor,
@@ -339,7 +362,7 @@ impl Registry {
     }
 }
 
-fn json<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 

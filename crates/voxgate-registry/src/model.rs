@@ -34,8 +34,12 @@ pub struct Account {
     pub id: String,
     pub name: String,
     pub verification_level: String,
+    /// The sector of an industry-verified account (e.g. `education`).
+    pub sector: Option<String>,
     pub time_zone: String,
     pub status: Status,
+    /// False when this account's verified identity claimed the free allowance elsewhere first.
+    pub free_allowance: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -46,12 +50,21 @@ impl Account {
             id: r.get("id"),
             name: r.get("name"),
             verification_level: r.get("verification_level"),
+            sector: r.get("sector"),
             time_zone: r.get("time_zone"),
             status: Status::parse(r.get("status")).unwrap_or(Status::Suspended),
+            free_allowance: r.get::<i64, _>("free_allowance") != 0,
             created_at: r.get("created_at"),
             updated_at: r.get("updated_at"),
         }
     }
+}
+
+/// A change to an account; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AccountPatch {
+    pub time_zone: Option<String>,
+    pub status: Option<Status>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +81,8 @@ pub struct App {
     pub name: String,
     pub plan: String,
     pub status: Status,
+    /// Monthly spending cap (exact decimal, catalogue currency); `None` for no cap.
+    pub spending_cap: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -80,6 +95,7 @@ impl App {
             name: r.get("name"),
             plan: r.get("plan"),
             status: Status::parse(r.get("status")).unwrap_or(Status::Suspended),
+            spending_cap: r.get("spending_cap"),
             created_at: r.get("created_at"),
             updated_at: r.get("updated_at"),
         }
@@ -98,6 +114,8 @@ pub struct NewApp {
 pub struct AppPatch {
     pub plan: Option<String>,
     pub status: Option<Status>,
+    /// `Some(None)` removes the cap.
+    pub spending_cap: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

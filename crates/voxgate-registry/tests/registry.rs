@@ -32,7 +32,7 @@ async fn accounts_apps_keys_and_audit_survive_reopening() {
     let patched = reg
         .update_app(
             &app.id,
-            AppPatch { plan: Some("payg".into()), status: Some(Status::Suspended) },
+            AppPatch { plan: Some("payg".into()), status: Some(Status::Suspended), ..Default::default() },
             &Actor::admin(),
             Some("upgrade"),
         )
@@ -104,4 +104,97 @@ async fn usage_adds_up_across_flushes_and_nodes() {
         vec![(0, 6, 3), (3600, 2, 1)]
     );
     assert!(reg.usage_series("a", Some("tts"), 0, 7200, Step::Day, &tz).await.unwrap().is_empty());
+}
+
+fn verification(account: &str, hashes: &[&str]) -> NewVerification {
+    NewVerification {
+        account_id: account.into(),
+        level: "enterprise".into(),
+        sector: None,
+        legal_name: "Acme Ltd".into(),
+        bank_account_ref: Some("iban-ref-1".into()),
+        contact: "ops@acme.test".into(),
+        identity_hashes: hashes.iter().map(|h| h.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn one_identity_on_two_accounts_is_linked_and_claims_the_free_allowance_once() {
+    let (_dir, reg) = open().await;
+    let a = reg.create_account(new_account(), None, &Actor::admin()).await.unwrap();
+    let b = reg.create_account(new_account(), None, &Actor::admin()).await.unwrap();
+    let va = reg.submit_verification(verification(&a.id, &["h1"]), &Actor::admin()).await.unwrap();
+    assert!(va.linked_accounts.is_empty());
+    let vb = reg.submit_verification(verification(&b.id, &["h1", "h2"]), &Actor::admin()).await.unwrap();
+    assert_eq!(vb.linked_accounts, vec![a.id.clone()]);
+    assert_eq!(vb.identities, 2);
+
+    let (_, acc_a) = reg.decide_verification(&va.id, true, "documents ok", &Actor::admin()).await.unwrap();
+    assert_eq!((acc_a.verification_level.as_str(), acc_a.free_allowance), ("enterprise", true));
+    let (vb, acc_b) = reg.decide_verification(&vb.id, true, "ok", &Actor::admin()).await.unwrap();
+    assert_eq!(vb.status, VerificationStatus::Approved);
+    assert!(!acc_b.free_allowance, "h1 was claimed by the first account");
+    assert!(matches!(
+        reg.decide_verification(&vb.id, false, "again", &Actor::admin()).await,
+        Err(RegistryError::Conflict(_))
+    ));
+    let pending = reg.verifications(None, Some(VerificationStatus::Pending)).await.unwrap();
+    assert!(pending.is_empty());
+    let audit = reg.audit_log(Some(("account", &b.id))).await.unwrap();
+    assert_eq!(audit.last().unwrap().action, "account.verify");
+}
+
+#[tokio::test]
+async fn plan_history_contracts_and_windows() {
+    let (_dir, reg) = open().await;
+    let acc = reg.create_account(new_account(), None, &Actor::admin()).await.unwrap();
+    let (app, _) = reg
+        .create_app(
+            NewApp { account_id: acc.id.clone(), name: "x".into(), plan: "free".into() },
+            None,
+            &Actor::admin(),
+        )
+        .await
+        .unwrap();
+    reg.update_app(
+        &app.id,
+        AppPatch { plan: Some("payg".into()), ..Default::default() },
+        &Actor::admin(),
+        None,
+    )
+    .await
+    .unwrap();
+    reg.update_app(
+        &app.id,
+        AppPatch { status: Some(Status::Suspended), ..Default::default() },
+        &Actor::admin(),
+        None,
+    )
+    .await
+    .unwrap();
+    let history = reg.plan_history(&app.id).await.unwrap();
+    assert_eq!(history.iter().map(|p| p.plan.as_str()).collect::<Vec<_>>(), vec!["free", "payg"]);
+
+    let body = serde_json::json!({"limits": {"asr": {"daily": 5}}});
+    let c = reg
+        .create_contract(&acc.id, &body, (Some(1000), Some(5000)), &Actor::admin(), Some("signed"))
+        .await
+        .unwrap();
+    let ended = reg.end_contract(&c.id, 3000, &Actor::admin(), Some("terminated")).await.unwrap();
+    assert_eq!(ended.valid_until, Some(3000));
+    let again = reg.end_contract(&c.id, 4000, &Actor::admin(), None).await.unwrap();
+    assert_eq!(again.valid_until, Some(3000), "ending never extends a contract");
+    assert_eq!(reg.contracts(Some(&acc.id)).await.unwrap()[0].body, body);
+
+    let w = reg
+        .create_window(&app.id, &serde_json::json!({"service": "asr"}), &Actor::admin(), None)
+        .await
+        .unwrap();
+    assert_eq!(reg.windows(Some(&app.id)).await.unwrap().len(), 1);
+    reg.delete_window(&w.id, &Actor::admin(), Some("event over")).await.unwrap();
+    assert!(reg.windows(None).await.unwrap().is_empty());
+    assert!(matches!(
+        reg.delete_window(&w.id, &Actor::admin(), None).await,
+        Err(RegistryError::NotFound { .. })
+    ));
 }
