@@ -7,7 +7,9 @@ use crate::entitlement::{Layer, LayerKind};
 use crate::limits::{ConcurrencyLimit, RateLimit, ServiceLimits};
 use crate::units::Units;
 use jiff::tz::TimeZone;
+use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
 
 /// The built-in catalogue, used when no file is given.
 pub const DEFAULT_CATALOGUE: &str = include_str!("default-catalogue.toml");
@@ -28,14 +30,82 @@ pub struct Tier {
     pub id: String,
     pub description: String,
     pub layer: Layer,
+    /// Per service: the most self-service increases may grant at this level.
+    pub ceiling: Vec<(ServiceIdx, ServiceLimits)>,
+    pub requires_sector: bool,
+}
+
+/// What a plan sells, which decides how its usage is billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanKind {
+    /// A free allowance with a hard stop at the quota.
+    Free,
+    /// Pay as you go: a free allowance (`included`), then overage billed at `prices`.
+    Payg,
+    /// A monthly package of `included` units; overage billed or blocked.
+    Package,
+    /// Limits from a contract.
+    Enterprise,
+}
+
+impl PlanKind {
+    pub fn parse(s: &str) -> Option<PlanKind> {
+        match s {
+            "free" => Some(PlanKind::Free),
+            "payg" => Some(PlanKind::Payg),
+            "package" => Some(PlanKind::Package),
+            "enterprise" => Some(PlanKind::Enterprise),
+            _ => None,
+        }
+    }
+
+    /// Whether the plan's quotas and included units are a free allowance, which one verified
+    /// identity may claim once.
+    pub fn is_free_allowance(self) -> bool {
+        matches!(self, PlanKind::Free | PlanKind::Payg)
+    }
+}
+
+/// What happens to usage beyond a package's included units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overage {
+    Bill,
+    Block,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub id: String,
     pub description: String,
+    pub kind: PlanKind,
     /// Limits the plan sets, then caps it puts on the tier's values.
     pub layers: Vec<Layer>,
+    /// Units per month included, per service.
+    pub included: Vec<(ServiceIdx, Units)>,
+    /// Price per unit of overage, per service.
+    pub prices: Vec<(ServiceIdx, Decimal)>,
+    pub overage: Overage,
+}
+
+impl Plan {
+    pub fn included(&self, idx: ServiceIdx) -> Units {
+        self.included.iter().find(|(s, _)| *s == idx).map_or(Units::ZERO, |(_, u)| *u)
+    }
+
+    pub fn price(&self, idx: ServiceIdx) -> Option<Decimal> {
+        self.prices.iter().find(|(s, _)| *s == idx).map(|(_, p)| *p)
+    }
+
+    /// Whether usage beyond the included units is billed (rather than free or blocked).
+    pub fn bills_overage(&self) -> bool {
+        match self.kind {
+            PlanKind::Free => false,
+            PlanKind::Payg | PlanKind::Enterprise => true,
+            PlanKind::Package => self.overage == Overage::Bill,
+        }
+    }
 }
 
 /// A validated catalogue.
@@ -49,6 +119,9 @@ pub struct Catalogue {
     pub default_plan: String,
     pub default_time_zone: String,
     pub lease_ttl_ms: u64,
+    pub currency: String,
+    /// Sectors an industry verification may name.
+    pub sectors: Vec<String>,
 }
 
 /// Why a catalogue was rejected. `field` is the dotted path of the offending field.
@@ -77,6 +150,16 @@ pub mod raw {
         pub services: BTreeMap<String, Service>,
         pub tiers: BTreeMap<String, Tier>,
         pub plans: BTreeMap<String, Plan>,
+        #[serde(default)]
+        pub verification: Verification,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Verification {
+        /// Sectors an industry verification may name.
+        #[serde(default)]
+        pub sectors: Vec<String>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -86,6 +169,7 @@ pub mod raw {
         pub plan: Option<String>,
         pub time_zone: Option<String>,
         pub lease_ttl_s: Option<f64>,
+        pub currency: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -103,6 +187,12 @@ pub mod raw {
         pub description: String,
         #[serde(default)]
         pub limits: BTreeMap<String, Limits>,
+        /// The most that self-service increases may grant at this level.
+        #[serde(default)]
+        pub ceiling: BTreeMap<String, Limits>,
+        /// Whether a verification to this level must name a sector.
+        #[serde(default)]
+        pub requires_sector: bool,
     }
 
     #[derive(Debug, Deserialize)]
@@ -110,10 +200,21 @@ pub mod raw {
     pub struct Plan {
         #[serde(default)]
         pub description: String,
+        /// `free`, `payg`, `package` or `enterprise`; defaults to the plan's id when that is
+        /// one of these, else `free`.
+        pub kind: Option<String>,
         #[serde(default)]
         pub limits: BTreeMap<String, Limits>,
         #[serde(default)]
         pub caps: BTreeMap<String, Limits>,
+        /// Units per month included in the plan, per service.
+        #[serde(default)]
+        pub included: BTreeMap<String, f64>,
+        /// Price per unit beyond what is included, per service, as a decimal string.
+        #[serde(default)]
+        pub prices: BTreeMap<String, toml::Value>,
+        /// For packages: `bill` overage at `prices`, or `block` at the included units.
+        pub overage: Option<String>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -198,15 +299,38 @@ impl Catalogue {
             default_plan: String::new(),
             default_time_zone: String::new(),
             lease_ttl_ms,
+            currency: raw.defaults.currency.unwrap_or_else(|| "USD".into()),
+            sectors: raw.verification.sectors,
         };
+        if !(3..=8).contains(&cat.currency.len()) || !cat.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(invalid("defaults.currency", "must be an upper-case currency code such as `USD`"));
+        }
+        for (i, sector) in cat.sectors.iter().enumerate() {
+            if !valid_id(sector) {
+                return Err(invalid(
+                    format!("verification.sectors[{i}]"),
+                    "sectors use a-z, 0-9, `_` and `-`",
+                ));
+            }
+        }
         for (id, t) in raw.tiers {
             let path = format!("tiers.{id}");
             if !valid_id(&id) {
                 return Err(invalid(path, "tier ids use a-z, 0-9, `_` and `-` (at most 64)"));
             }
             let limits = cat.limit_table(&format!("{path}.limits"), t.limits)?;
+            let ceiling = cat.limit_table(&format!("{path}.ceiling"), t.ceiling)?;
             let layer = Layer::setting(LayerKind::Tier, format!("tier:{id}"), &limits);
-            cat.tiers.insert(id.clone(), Tier { id, description: t.description, layer });
+            if t.requires_sector && cat.sectors.is_empty() {
+                return Err(invalid(
+                    format!("{path}.requires_sector"),
+                    "needs [verification] sectors to choose from",
+                ));
+            }
+            cat.tiers.insert(
+                id.clone(),
+                Tier { id, description: t.description, layer, ceiling, requires_sector: t.requires_sector },
+            );
         }
         for (id, p) in raw.plans {
             let path = format!("plans.{id}");
@@ -219,7 +343,57 @@ impl Catalogue {
             if !caps.is_empty() {
                 layers.push(Layer::capping(LayerKind::Plan, format!("plan:{id}:cap"), &caps));
             }
-            cat.plans.insert(id.clone(), Plan { id, description: p.description, layers });
+            // Without `kind`, a plan named like a kind is of that kind; any other plan is `free`:
+            // its limits stop the app and nothing is billed.
+            let kind = match &p.kind {
+                Some(k) => PlanKind::parse(k).ok_or_else(|| {
+                    invalid(format!("{path}.kind"), "must be `free`, `payg`, `package` or `enterprise`")
+                })?,
+                None => PlanKind::parse(&id).unwrap_or(PlanKind::Free),
+            };
+            let mut included = Vec::new();
+            for (service, units) in p.included {
+                let field = format!("{path}.included.{service}");
+                let idx = cat
+                    .service(&service)
+                    .ok_or_else(|| invalid(&field, format!("no service named `{service}`")))?;
+                included.push((idx, Units::from_f64(units).map_err(|e| invalid(&field, e.to_string()))?));
+            }
+            let mut prices = Vec::new();
+            for (service, price) in p.prices {
+                let field = format!("{path}.prices.{service}");
+                let idx = cat
+                    .service(&service)
+                    .ok_or_else(|| invalid(&field, format!("no service named `{service}`")))?;
+                let text = match price {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    _ => return Err(invalid(&field, "must be a decimal number such as \"0.0024\"")),
+                };
+                let price =
+                    Decimal::from_str(&text).ok().filter(|d| !d.is_sign_negative()).ok_or_else(|| {
+                        invalid(&field, "must be a decimal number of at least 0 such as \"0.0024\"")
+                    })?;
+                prices.push((idx, price));
+            }
+            let overage = match p.overage.as_deref() {
+                None | Some("bill") => Overage::Bill,
+                Some("block") => Overage::Block,
+                Some(_) => return Err(invalid(format!("{path}.overage"), "must be `bill` or `block`")),
+            };
+            if kind == PlanKind::Package && overage == Overage::Block && !included.is_empty() {
+                // A package that blocks overage stops each service at its included units.
+                let caps: Vec<(ServiceIdx, ServiceLimits)> = included
+                    .iter()
+                    .map(|(idx, units)| (*idx, ServiceLimits { monthly: Some(*units), ..Default::default() }))
+                    .collect();
+                layers.push(Layer::capping(LayerKind::Plan, format!("plan:{id}:included"), &caps));
+            }
+            cat.plans.insert(
+                id.clone(),
+                Plan { id, description: p.description, kind, layers, included, prices, overage },
+            );
         }
         if cat.tiers.is_empty() {
             return Err(invalid("tiers", "declare at least one tier"));
@@ -245,7 +419,9 @@ impl Catalogue {
         Ok(cat)
     }
 
-    fn limit_table(
+    /// Validates a table of per-service limits written like the catalogue's (e.g. a
+    /// contract's or a window's), naming fields under `path`.
+    pub fn limit_table(
         &self,
         path: &str,
         table: BTreeMap<String, raw::Limits>,
@@ -366,6 +542,35 @@ mod tests {
     }
 
     const BASE: &str = "[services.asr]\nunit = \"s\"\n[tiers.t]\n[plans.p]\n";
+
+    #[test]
+    fn plans_carry_kind_included_units_prices_and_overage() {
+        let cat = Catalogue::builtin();
+        let asr = cat.service("asr").unwrap();
+        let payg = &cat.plans["payg"];
+        assert_eq!(payg.kind, PlanKind::Payg);
+        assert_eq!(payg.included(asr), Units::whole(18000));
+        assert_eq!(payg.price(asr), Some(Decimal::from_str("0.00025").unwrap()));
+        assert!(payg.bills_overage());
+        let strict = &cat.plans["package_strict"];
+        assert!(!strict.bills_overage());
+        let eff = resolve(cat.services.len(), &strict.layers.iter().collect::<Vec<_>>(), Timestamp(0));
+        assert_eq!(eff.service(asr).monthly, Some(Units::whole(360000)), "block stops at the package");
+        assert!(cat.tiers["industry"].requires_sector);
+        assert!(cat.sectors.contains(&"education".to_string()));
+        assert_eq!(cat.currency, "USD");
+        let e = err(&format!("{BASE}[plans.q]\nprices = {{ asr = \"-1\" }}\n"));
+        assert_eq!(
+            e,
+            "field `plans.q.prices.asr`: must be a decimal number of at least 0 such as \"0.0024\""
+        );
+        let e = err(&format!("{BASE}[plans.q]\nkind = \"gold\"\n"));
+        assert_eq!(e, "field `plans.q.kind`: must be `free`, `payg`, `package` or `enterprise`");
+        let e = err(&format!("{BASE}[plans.q]\noverage = \"maybe\"\n"));
+        assert_eq!(e, "field `plans.q.overage`: must be `bill` or `block`");
+        let e = err(&format!("{BASE}[tiers.z]\nrequires_sector = true\n"));
+        assert_eq!(e, "field `tiers.z.requires_sector`: needs [verification] sectors to choose from");
+    }
 
     #[test]
     fn errors_name_the_field() {

@@ -2,6 +2,7 @@
 //! registry, and the process around them (configuration, start-up, metering, shutdown).
 
 pub mod config;
+pub mod entitlements;
 pub mod http;
 pub mod meter;
 pub mod serve;

@@ -150,11 +150,38 @@ pub async fn get_app(
 pub struct PatchApp {
     pub plan: Option<String>,
     pub status: Option<String>,
+    /// A monthly spending cap (decimal string or number, catalogue currency); `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    pub spending_cap: Option<Option<serde_json::Value>>,
     /// Recorded in the audit log.
     pub reason: Option<String>,
 }
 
-/// `PATCH /v1/apps/{id}` — change the plan, suspend or reactivate. Live at once.
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Parses a money amount: a decimal string or a JSON number, at least 0.
+pub fn parse_money(field: &str, v: &serde_json::Value) -> Result<rust_decimal::Decimal, ApiError> {
+    use std::str::FromStr;
+    let text = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    };
+    rust_decimal::Decimal::from_str(&text).ok().filter(|d| !d.is_sign_negative()).ok_or_else(|| {
+        ApiError::invalid_field(
+            "invalid_amount",
+            field,
+            format!("`{field}` must be a decimal amount of at least 0"),
+        )
+    })
+}
+
+/// `PATCH /v1/apps/{id}` — change the plan or spending cap, suspend or reactivate. Live at once.
 pub async fn patch_app(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -169,7 +196,12 @@ pub async fn patch_app(
             ApiError::invalid_field("invalid_status", "status", "`status` must be `active` or `suspended`")
         })?),
     };
-    let patch = AppPatch { plan: req.plan, status };
+    let spending_cap = match &req.spending_cap {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(v)) => Some(Some(parse_money("spending_cap", v)?.normalize().to_string())),
+    };
+    let patch = AppPatch { plan: req.plan, status, spending_cap };
     let app = state.registry.update_app(&id, patch, &Actor::admin(), req.reason.as_deref()).await?;
     state.reload().await.map_err(ApiError::internal)?;
     Ok(Json(app).into_response())
