@@ -117,6 +117,14 @@ impl Decision {
         self.refused.is_none()
     }
 
+    /// A refusal that no single limit of the report made (e.g. a spending cap).
+    pub fn refused(reason: Reason, retry_after_ms: u64) -> Decision {
+        Decision {
+            refused: Some(Refusal { reason, dimension: None, retry_after_ms }),
+            limits: LimitReport::default(),
+        }
+    }
+
     pub fn suspended() -> Decision {
         Decision {
             refused: Some(Refusal { reason: Reason::Suspended, dimension: None, retry_after_ms: 0 }),

@@ -150,7 +150,7 @@ impl WindowBody {
             .ok_or_else(|| bad("service", format!("no service `{}` in the catalogue", self.service)))?;
         let op = match (self.multiply, &self.value) {
             (Some(f), None) => {
-                if !(f.is_finite() && f >= 0.0 && f <= 1000.0) {
+                if !(f.is_finite() && (0.0..=1000.0).contains(&f)) {
                     return Err(bad("multiply", "must be a number from 0 to 1000"));
                 }
                 Op::Multiply(f)

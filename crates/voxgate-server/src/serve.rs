@@ -34,6 +34,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (stop_flusher, stopped) = tokio::sync::watch::channel(false);
     let flusher = tokio::spawn(flush_loop(state.clone(), stopped));
+    let scheduler = tokio::spawn(schedule_loop(state.clone()));
     let app = crate::router(state.clone());
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server error")?;
 
@@ -41,6 +42,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // commit would drop those rows), then write what is left.
     let _ = stop_flusher.send(true);
     let _ = flusher.await;
+    scheduler.abort();
     let rows = state.flush().await.context("final usage flush failed")?;
     tracing::info!(rows, "flushed usage on shutdown");
     state.registry.close().await;
@@ -59,7 +61,26 @@ async fn flush_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
         }
         if let Err(e) = state.flush().await {
             tracing::warn!(error = %e, "usage flush failed; will retry");
+        } else if let Err(e) = state.enforce_spending_caps().await {
+            tracing::warn!(error = %e, "spending cap check failed; will retry");
         }
+    }
+}
+
+/// Rebuilds the snapshot when a contract or capacity window starts or ends. Sleeps until
+/// the next boundary (at most a minute, so a clock step is noticed).
+async fn schedule_loop(state: Arc<AppState>) {
+    loop {
+        let next = match state.refresh_if_due().await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduled snapshot rebuild failed; will retry");
+                None
+            }
+        };
+        let now = state.now();
+        let wait_ms = next.map_or(60_000, |t| voxgate_core::time::millis_until(now, t).clamp(1, 60_000));
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
     }
 }
 

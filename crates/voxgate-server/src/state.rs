@@ -2,13 +2,16 @@
 //! a snapshot of every app's resolved limits that the hot path reads without locking.
 //!
 //! Effective limits are resolved when something changes (start-up, an app created or
-//! patched), never per request: the snapshot is an immutable map swapped atomically.
+//! patched, a verification approved, a contract or window added), and again when a
+//! time-bound layer starts or stops (`Snapshot::valid_until`), never per request: the
+//! snapshot is an immutable map swapped atomically.
 
 use crate::config::Config;
 use crate::meter::{Event, Meter};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use jiff::tz::TimeZone;
+use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,7 +40,12 @@ pub struct AppView {
     pub time_zone_name: String,
     /// Suspended when the app or its account is.
     pub suspended: bool,
+    /// False when the account's identity claimed the free allowance elsewhere first.
+    pub free_allowance: bool,
+    pub spending_cap: Option<Decimal>,
     pub limits: EffectiveLimits,
+    /// Time-bound layers of this app not in force now, for `explain`.
+    pub scheduled: Vec<Layer>,
 }
 
 /// Every app and key, resolved. Replaced whole on each change.
@@ -46,6 +54,9 @@ pub struct Snapshot {
     pub apps: HashMap<String, Arc<AppView>>,
     /// SHA-256 of each live API key → app id.
     pub keys: HashMap<String, String>,
+    /// When some app's limits change by the clock alone (a contract or window starts or
+    /// ends): the snapshot must be rebuilt then.
+    pub valid_until: Option<Timestamp>,
 }
 
 pub struct AppState {
@@ -60,6 +71,12 @@ pub struct AppState {
     pub gateway_token: Option<String>,
     /// Unix ms of the last successful usage flush (0 before the first).
     pub last_flush_ms: AtomicI64,
+    /// Apps stopped for the rest of the month by their spending cap.
+    pub capped: ArcSwap<HashMap<String, Timestamp>>,
+    /// Key for the keyed hashes of identity numbers (HMAC-SHA256).
+    pub identity_key: Vec<u8>,
+    /// Serialises snapshot rebuilds so a slow one never overwrites a newer one.
+    reloading: tokio::sync::Mutex<()>,
     pub config: Config,
 }
 
@@ -85,7 +102,7 @@ impl AppState {
         let admin_token = match &config.admin_token {
             Some(t) => t.clone(),
             None => {
-                let (token, path) = admin_token_file(&config.data_dir)?;
+                let (token, path) = secret_file(&config.data_dir, "admin-token", "vga")?;
                 boot.admin_token_file = Some(path);
                 token
             }
@@ -98,6 +115,7 @@ impl AppState {
                 id
             }
         };
+        let identity_key = secret_file(&config.data_dir, "identity-key", "vgi")?.0.into_bytes();
         let catalogue = config.catalogue.clone();
         if config.demo && registry.accounts().await?.is_empty() {
             boot.demo_key = Some(create_demo(&registry, &catalogue).await?);
@@ -113,6 +131,9 @@ impl AppState {
             admin_token,
             gateway_token: config.gateway_token.clone(),
             last_flush_ms: AtomicI64::new(0),
+            capped: ArcSwap::from_pointee(HashMap::new()),
+            identity_key,
+            reloading: tokio::sync::Mutex::new(()),
             config,
         });
         state.reload().await?;
@@ -128,6 +149,7 @@ impl AppState {
     /// record names a tier or plan the catalogue does not define: such an app would
     /// otherwise run with no limits at all.
     pub async fn reload(&self) -> anyhow::Result<()> {
+        let _one_at_a_time = self.reloading.lock().await;
         let accounts: HashMap<String, Account> =
             self.registry.accounts().await?.into_iter().map(|a| (a.id.clone(), a)).collect();
         let mut missing = Vec::new();
@@ -150,12 +172,33 @@ impl AppState {
                 missing.join("; ")
             );
         }
+        let now = self.now();
+        let mut contracts: HashMap<String, Vec<Layer>> = HashMap::new();
+        for c in self.registry.contracts(None).await? {
+            if let Some(layer) = crate::entitlements::contract_layer(&c.id, &c.body, &self.catalogue) {
+                contracts.entry(c.owner_id).or_default().push(layer);
+            }
+        }
+        let mut windows: HashMap<String, Vec<(String, serde_json::Value)>> = HashMap::new();
+        for w in self.registry.windows(None).await? {
+            windows.entry(w.owner_id).or_default().push((w.id, w.body));
+        }
         let mut snapshot = Snapshot::default();
         for app in apps {
             let Some(account) = accounts.get(&app.account_id) else {
                 continue;
             };
-            let view = self.view(&app, account);
+            let mut timed = contracts.get(&account.id).cloned().unwrap_or_default();
+            for (id, body) in windows.get(&app.id).map(Vec::as_slice).unwrap_or_default() {
+                if let Some(layer) =
+                    crate::entitlements::window_layer(id, body, &self.catalogue, &account.time_zone)
+                {
+                    timed.push(layer);
+                }
+            }
+            let view = self.view(&app, account, timed, now);
+            snapshot.valid_until =
+                [snapshot.valid_until, view.limits.valid_until].into_iter().flatten().min();
             snapshot.apps.insert(app.id.clone(), Arc::new(view));
         }
         snapshot.keys = self.registry.key_hashes().await?.into_iter().collect();
@@ -163,17 +206,36 @@ impl AppState {
         Ok(())
     }
 
-    /// Resolves one app's effective limits from its account's tier and its plan.
-    pub fn view(&self, app: &App, account: &Account) -> AppView {
+    /// Rebuilds the snapshot if a time-bound layer has started or stopped since it was built.
+    /// Returns when it should be called next.
+    pub async fn refresh_if_due(&self) -> anyhow::Result<Option<Timestamp>> {
+        let due = self.snapshot.load().valid_until;
+        if due.is_some_and(|t| self.now() >= t) {
+            self.reload().await?;
+        }
+        Ok(self.snapshot.load().valid_until)
+    }
+
+    /// Resolves one app's effective limits: tier (the account's verification level), plan,
+    /// then the time-bound layers (contracts, windows) in force at `now`.
+    pub fn view(&self, app: &App, account: &Account, timed: Vec<Layer>, now: Timestamp) -> AppView {
         let cat = &self.catalogue;
         let mut layers: Vec<&Layer> = Vec::new();
         if let Some(tier) = cat.tiers.get(&account.verification_level) {
             layers.push(&tier.layer);
         }
+        let claimed = cat
+            .plans
+            .get(&app.plan)
+            .filter(|_| !account.free_allowance)
+            .and_then(|plan| crate::entitlements::allowance_claimed_layer(plan, cat.services.len()));
         if let Some(plan) = cat.plans.get(&app.plan) {
             layers.extend(plan.layers.iter());
         }
-        let limits = resolve(cat.services.len(), &layers, self.now());
+        layers.extend(claimed.iter());
+        layers.extend(timed.iter());
+        let limits = resolve(cat.services.len(), &layers, now);
+        let scheduled = timed.iter().filter(|l| !l.schedule.active_at(now)).cloned().collect();
         let time_zone = TimeZone::get(&account.time_zone).unwrap_or(TimeZone::UTC);
         AppView {
             id: app.id.as_str().into(),
@@ -183,8 +245,25 @@ impl AppState {
             time_zone,
             time_zone_name: account.time_zone.clone(),
             suspended: app.status == Status::Suspended || account.status == Status::Suspended,
+            free_allowance: account.free_allowance,
+            spending_cap: app.spending_cap.as_deref().and_then(|c| c.parse().ok()),
             limits,
+            scheduled,
         }
+    }
+
+    /// A keyed hash of an identity number: what is stored and compared, never the number.
+    /// `kind` keeps, say, a licence id from matching a registration number.
+    pub fn identity_hash(&self, kind: &str, number: &str) -> String {
+        use hmac::Mac;
+        let normalized: String =
+            number.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect();
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.identity_key).expect("HMAC takes any key");
+        mac.update(kind.as_bytes());
+        mac.update(b":");
+        mac.update(normalized.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// Seeds every app's per-minute, daily and monthly counters from the registry, so a
@@ -225,16 +304,16 @@ impl AppState {
     }
 }
 
-/// Reads `<data-dir>/admin-token`, or creates it (mode 0600) with a fresh random token.
-fn admin_token_file(data_dir: &std::path::Path) -> anyhow::Result<(String, PathBuf)> {
-    let path = data_dir.join("admin-token");
+/// Reads `<data-dir>/<name>`, or creates it (mode 0600) with a fresh random secret.
+fn secret_file(data_dir: &std::path::Path, name: &str, prefix: &str) -> anyhow::Result<(String, PathBuf)> {
+    let path = data_dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_string(), path)),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
-    let token = format!("vga_{}", hex::encode(rand::random::<[u8; 24]>()));
+    let token = format!("{prefix}_{}", hex::encode(rand::random::<[u8; 24]>()));
     write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
     Ok((token, path))
 }

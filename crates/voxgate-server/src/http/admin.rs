@@ -50,6 +50,17 @@ fn check_plan(state: &AppState, plan: &str) -> Result<(), ApiError> {
     ))
 }
 
+pub fn check_time_zone(time_zone: &str) -> Result<(), ApiError> {
+    if TimeZone::get(time_zone).is_err() {
+        return Err(ApiError::invalid_field(
+            "invalid_time_zone",
+            "time_zone",
+            format!("`{time_zone}` is not an IANA time zone (e.g. Asia/Shanghai)"),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
@@ -67,13 +78,7 @@ pub async fn create_account(
     let level = req.verification_level.unwrap_or_else(|| state.catalogue.default_tier.clone());
     check_tier(&state, &level)?;
     let time_zone = req.time_zone.unwrap_or_else(|| state.catalogue.default_time_zone.clone());
-    if TimeZone::get(&time_zone).is_err() {
-        return Err(ApiError::invalid_field(
-            "invalid_time_zone",
-            "time_zone",
-            format!("`{time_zone}` is not an IANA time zone (e.g. Asia/Shanghai)"),
-        ));
-    }
+    check_time_zone(&time_zone)?;
     let account = state
         .registry
         .create_account(NewAccount { name, verification_level: level, time_zone }, None, &Actor::admin())

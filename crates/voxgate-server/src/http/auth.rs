@@ -50,6 +50,23 @@ impl Caller {
         }
     }
 
+    /// Whether this caller may act for `account_id` as its developer (read its statement,
+    /// submit a verification): the admin, or a key of one of the account's apps.
+    pub fn may_act_for_account(&self, state: &AppState, account_id: &str) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::App(app) => {
+                let snapshot = state.snapshot.load();
+                match snapshot.apps.get(app) {
+                    Some(view) if view.account_id == account_id => Ok(()),
+                    _ => Err(ApiError::forbidden("an app key may act only for its own account")),
+                }
+            }
+            Caller::Gateway => Err(ApiError::forbidden("the gateway token may only make decisions")),
+            Caller::Anonymous => Err(ApiError::unauthorized()),
+        }
+    }
+
     /// Whether this caller may read the limits and usage of `app_id`.
     pub fn may_read(&self, app_id: &str) -> Result<(), ApiError> {
         match self {

@@ -78,6 +78,14 @@ async fn decide(
         state.record(&app.id, idx, now, Event::Refused(Reason::Suspended));
         return Ok((app, idx, Charged { decision: Decision::suspended(), lease: None }));
     }
+    if let Some(until) = state.capped.load().get(&*app.id).copied()
+        && now < until
+    {
+        // The month's spending cap is reached: refused as a quota, until the month ends.
+        state.record(&app.id, idx, now, Event::Refused(Reason::Quota));
+        let wait = voxgate_core::time::millis_until(now, until);
+        return Ok((app, idx, Charged { decision: Decision::refused(Reason::Quota, wait), lease: None }));
+    }
     let limits = app.limits.service(idx);
     if let Some(dim) = limits.unreachable(cost.requests, cost.units, lease) {
         state.record(&app.id, idx, now, Event::Refused(Reason::of(dim)));

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod decide;
+pub mod entitle;
 pub mod error;
 pub mod limits_json;
 pub mod read;
@@ -32,11 +33,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/apps", post(admin::create_app))
         .route("/v1/apps/{id}", axum::routing::patch(admin::patch_app))
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/accounts/{id}", axum::routing::patch(entitle::patch_account))
+        .route("/v1/verifications", get(entitle::verification_queue))
+        .route("/v1/verifications/{id}/approve", post(entitle::approve))
+        .route("/v1/verifications/{id}/reject", post(entitle::reject))
+        .route("/v1/accounts/{id}/contracts", post(entitle::create_contract))
+        .route("/v1/contracts/{id}/end", post(entitle::end_contract))
+        .route("/v1/apps/{id}/windows", post(entitle::create_window))
+        .route("/v1/windows/{id}", axum::routing::delete(entitle::delete_window))
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     let reads = Router::new()
         .route("/v1/apps/{id}", get(admin::get_app))
         .route("/v1/apps/{id}/limits", get(read::limits))
-        .route("/v1/apps/{id}/usage", get(read::usage));
+        .route("/v1/apps/{id}/usage", get(read::usage))
+        .route("/v1/apps/{id}/windows", get(entitle::app_windows))
+        .route(
+            "/v1/accounts/{id}/verifications",
+            post(entitle::submit_verification).get(entitle::account_verifications),
+        )
+        .route("/v1/verifications/{id}", get(entitle::get_verification))
+        .route("/v1/accounts/{id}/contracts", get(entitle::account_contracts))
+        .route("/v1/accounts/{id}/statement", get(entitle::statement));
     Router::new()
         .merge(decisions)
         .merge(admin)

@@ -4,14 +4,15 @@
 use super::auth::Caller;
 use super::error::ApiError;
 use super::limits_json::LimitJson;
-use crate::state::AppState;
+use crate::state::{AppState, AppView};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use voxgate_core::entitlement::LimitValue;
 use voxgate_core::store::CounterKey;
-use voxgate_core::{CounterStore, Reason};
+use voxgate_core::{CounterStore, Dimension, LayerKind, Op, Reason, ServiceIdx, Timestamp};
 use voxgate_registry::Step;
 
 #[derive(Serialize)]
@@ -22,14 +23,97 @@ struct LimitsJson<'a> {
     verification_level: &'a str,
     time_zone: &'a str,
     suspended: bool,
-    limits: Vec<LimitJson<'a>>,
+    /// Set when the month's spending cap stopped the app: until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capped_until: Option<String>,
+    limits: Vec<ExplainedLimit<'a>>,
+    /// With `explain=true`: contracts and windows that exist but are not in force now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduled: Option<Vec<ScheduledJson>>,
+    /// With `explain=true`: when a contract or window next starts or stops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_until: Option<String>,
 }
 
-/// `GET /v1/apps/{id}/limits` — every limit of every service. No hidden limits.
+#[derive(Serialize)]
+struct ExplainedLimit<'a> {
+    #[serde(flatten)]
+    limit: LimitJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explain: Option<ExplainJson>,
+}
+
+/// Every layer that touched one limit, in the order applied, and which one decided it.
+#[derive(Serialize)]
+struct ExplainJson {
+    winner: Option<String>,
+    layers: Vec<StepJson>,
+}
+
+#[derive(Serialize)]
+struct StepJson {
+    kind: LayerKind,
+    source: String,
+    op: &'static str,
+    /// What the layer brings: a value, or a factor for `multiply`.
+    operand: serde_json::Value,
+    /// The limit after this layer.
+    result: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct ScheduledJson {
+    kind: LayerKind,
+    source: String,
+    next_change: Option<String>,
+}
+
+fn value_json(v: Option<LimitValue>) -> serde_json::Value {
+    match v {
+        None => serde_json::Value::Null,
+        Some(LimitValue::Rate(r)) => serde_json::json!({ "per_second": r.per_second, "burst": r.burst }),
+        Some(LimitValue::Concurrency(c)) => {
+            serde_json::json!({ "max": c.max, "lease_ttl_ms": c.lease_ttl_ms })
+        }
+        Some(LimitValue::Units(u)) => serde_json::json!(u.as_f64()),
+    }
+}
+
+fn explain(app: &AppView, idx: ServiceIdx, dim: Dimension) -> ExplainJson {
+    let found = app.limits.explanation.limits.iter().find(|(s, d, ..)| *s == idx && *d == dim);
+    let Some((_, _, steps, winner)) = found else { return ExplainJson { winner: None, layers: Vec::new() } };
+    ExplainJson {
+        winner: winner.map(|w| steps[w].source.clone()),
+        layers: steps
+            .iter()
+            .map(|st| StepJson {
+                kind: st.kind,
+                source: st.source.clone(),
+                op: st.op.name(),
+                operand: match st.op {
+                    Op::Set(v) | Op::Max(v) | Op::Min(v) => value_json(Some(v)),
+                    Op::Multiply(f) => serde_json::json!({ "factor": f }),
+                },
+                result: value_json(st.result),
+            })
+            .collect(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsQuery {
+    #[serde(default)]
+    pub explain: bool,
+}
+
+/// `GET /v1/apps/{id}/limits[?explain=true]` — every limit of every service, and with
+/// `explain` every layer that set it. No hidden limits.
 pub async fn limits(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<LimitsQuery>,
 ) -> Result<Response, ApiError> {
     caller.may_read(&id)?;
     let snapshot = state.snapshot.load();
@@ -45,8 +129,23 @@ pub async fn limits(
     let mut limits = Vec::new();
     for (idx, report) in &reports {
         let service = state.catalogue.service_def(*idx);
-        limits.extend(report.as_slice().iter().map(|s| LimitJson::new(s, Some(&service.id), &service.unit)));
+        limits.extend(report.as_slice().iter().map(|s| ExplainedLimit {
+            limit: LimitJson::new(s, Some(&service.id), &service.unit),
+            explain: q.explain.then(|| explain(app, *idx, s.dimension)),
+        }));
     }
+    let rfc = |t: Timestamp| t.to_jiff().to_string();
+    let scheduled = q.explain.then(|| {
+        app.scheduled
+            .iter()
+            .map(|l| ScheduledJson {
+                kind: l.kind,
+                source: l.source.clone(),
+                next_change: l.schedule.next_change(now).map(rfc),
+            })
+            .collect()
+    });
+    let capped_until = state.capped.load().get(&*app.id).copied().filter(|t| now < *t).map(rfc);
     Ok(Json(LimitsJson {
         app_id: &app.id,
         account_id: &app.account_id,
@@ -54,7 +153,10 @@ pub async fn limits(
         verification_level: &app.tier,
         time_zone: &app.time_zone_name,
         suspended: app.suspended,
+        capped_until,
         limits,
+        scheduled,
+        valid_until: if q.explain { app.limits.valid_until.map(rfc) } else { None },
     })
     .into_response())
 }
