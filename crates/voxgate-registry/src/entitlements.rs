@@ -4,9 +4,7 @@
 //! Contract and window bodies are stored as the JSON the API validated; the registry keeps
 //! them, their validity and their audit trail, and does not interpret them.
 
-use crate::{
-    Account, AccountPatch, Actor, Registry, RegistryError, Result, Status, json, now_ms, random_hex,
-};
+use crate::{Account, AccountPatch, Actor, Registry, RegistryError, Result, Status, json, random_hex};
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -136,7 +134,7 @@ impl Registry {
         if after == before {
             return Ok(before);
         }
-        after.updated_at = now_ms();
+        after.updated_at = self.now_ms();
         sqlx::query("UPDATE accounts SET time_zone = ?, status = ?, updated_at = ? WHERE id = ?")
             .bind(&after.time_zone)
             .bind(after.status.as_str())
@@ -144,7 +142,7 @@ impl Registry {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        Self::audit(
+        self.audit(
             &mut tx,
             actor,
             "account.update",
@@ -173,7 +171,7 @@ impl Registry {
     /// Records a verification request. Identity hashes already presented by other accounts
     /// are recorded as links and returned in `linked_accounts`.
     pub async fn submit_verification(&self, new: NewVerification, actor: &Actor) -> Result<Verification> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.pool.begin().await?;
         account_in(&mut tx, &new.account_id).await?;
         let mut linked: Vec<String> = Vec::new();
@@ -237,7 +235,7 @@ impl Registry {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        Self::audit(
+        self.audit(
             &mut tx,
             actor,
             "verification.submit",
@@ -290,7 +288,7 @@ impl Registry {
         reason: &str,
         actor: &Actor,
     ) -> Result<(Verification, Account)> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.pool.begin().await?;
         let before = sqlx::query("SELECT * FROM verification_requests WHERE id = ?")
             .bind(id)
@@ -320,7 +318,7 @@ impl Registry {
         .execute(&mut *tx)
         .await?;
         let action = if approve { "verification.approve" } else { "verification.reject" };
-        Self::audit(
+        self.audit(
             &mut tx,
             actor,
             action,
@@ -368,7 +366,7 @@ impl Registry {
             .bind(&account.id)
             .execute(&mut *tx)
             .await?;
-            Self::audit(
+            self.audit(
                 &mut tx,
                 actor,
                 "account.verify",
@@ -402,7 +400,7 @@ impl Registry {
             body: body.clone(),
             valid_from: valid.0,
             valid_until: valid.1,
-            created_at: now_ms(),
+            created_at: self.now_ms(),
         };
         sqlx::query(
             "INSERT INTO contracts (id, account_id, body, valid_from, valid_until, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -415,7 +413,7 @@ impl Registry {
         .bind(record.created_at)
         .execute(&mut *tx)
         .await?;
-        Self::audit(
+        self.audit(
             &mut tx,
             actor,
             "contract.create",
@@ -466,7 +464,7 @@ impl Registry {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        Self::audit(
+        self.audit(
             &mut tx,
             actor,
             "contract.end",
@@ -500,7 +498,7 @@ impl Registry {
             body: body.clone(),
             valid_from: None,
             valid_until: None,
-            created_at: now_ms(),
+            created_at: self.now_ms(),
         };
         sqlx::query("INSERT INTO capacity_windows (id, app_id, body, created_at) VALUES (?, ?, ?, ?)")
             .bind(&record.id)
@@ -509,7 +507,7 @@ impl Registry {
             .bind(record.created_at)
             .execute(&mut *tx)
             .await?;
-        Self::audit(
+        self.audit(
             &mut tx,
             actor,
             "window.create",
@@ -549,11 +547,11 @@ impl Registry {
         .map(|r| record_from_row(&r))
         .ok_or_else(|| RegistryError::NotFound { kind: "window", id: id.into() })?;
         sqlx::query("UPDATE capacity_windows SET deleted_at = ? WHERE id = ?")
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        Self::audit(&mut tx, actor, "window.delete", ("window", id), Some(json(&before)), None, reason)
+        self.audit(&mut tx, actor, "window.delete", ("window", id), Some(json(&before)), None, reason)
             .await?;
         tx.commit().await?;
         Ok(())

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Registry errors. `NotFound` and `Conflict` are the caller's to report; `Database` is ours.
@@ -40,6 +41,9 @@ pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Registry {
     pool: SqlitePool,
+    /// Unix ms for `created_at`, `updated_at`, audit entries and plan history. The server
+    /// passes its own clock, so everything it records agrees with its decisions.
+    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
 }
 
 /// Who made a change, as the audit log records it: `admin`, `system`, `app:<id>`.
@@ -55,7 +59,7 @@ impl Actor {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
+pub(crate) fn wall_clock_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
@@ -85,14 +89,26 @@ impl Registry {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Registry { pool })
+        Ok(Registry { pool, clock: Arc::new(wall_clock_ms) })
+    }
+
+    /// Uses `clock` (Unix ms) for every time the registry records.
+    pub fn with_clock(mut self, clock: Arc<dyn Fn() -> i64 + Send + Sync>) -> Registry {
+        self.clock = clock;
+        self
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        (self.clock)()
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn audit(
+        &self,
         tx: &mut sqlx::SqliteConnection,
         actor: &Actor,
         action: &str,
@@ -105,7 +121,7 @@ impl Registry {
             "INSERT INTO audit_log (at, actor, action, subject_kind, subject_id, before, after, reason)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(&actor.0)
         .bind(action)
         .bind(subject.0)
@@ -127,7 +143,7 @@ impl Registry {
         id: Option<String>,
         actor: &Actor,
     ) -> Result<Account> {
-        let now = now_ms();
+        let now = self.now_ms();
         let account = Account {
             id: id.unwrap_or_else(|| format!("acc_{}", random_hex(8))),
             name: new.name,
@@ -156,7 +172,7 @@ impl Registry {
         if inserted.rows_affected() == 0 {
             return Err(RegistryError::Conflict(format!("account `{}` already exists", account.id)));
         }
-        Self::audit(
+        self.audit(
             &mut tx,
             actor,
             "account.create",
@@ -190,7 +206,7 @@ impl Registry {
     /// Creates an app and its first API key. The key is returned this once; only its hash is
     /// stored. `id` is generated unless given (the demo app is `demo`).
     pub async fn create_app(&self, new: NewApp, id: Option<String>, actor: &Actor) -> Result<(App, String)> {
-        let now = now_ms();
+        let now = self.now_ms();
         let app = App {
             id: id.unwrap_or_else(|| format!("app_{}", random_hex(8))),
             account_id: new.account_id,
@@ -240,7 +256,7 @@ impl Registry {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        Self::audit(&mut tx, actor, "app.create", ("app", &app.id), None, Some(json(&app)), None).await?;
+        self.audit(&mut tx, actor, "app.create", ("app", &app.id), None, Some(json(&app)), None).await?;
         tx.commit().await?;
         Ok((app, key))
     }
@@ -287,7 +303,7 @@ impl Registry {
         if after == before {
             return Ok(before);
         }
-        after.updated_at = now_ms();
+        after.updated_at = self.now_ms();
         sqlx::query("UPDATE apps SET plan = ?, status = ?, spending_cap = ?, updated_at = ? WHERE id = ?")
             .bind(&after.plan)
             .bind(after.status.as_str())
@@ -304,7 +320,7 @@ impl Registry {
                 .execute(&mut *tx)
                 .await?;
         }
-        Self::audit(
+        self.audit(
             &mut tx,
             actor,
             "app.update",

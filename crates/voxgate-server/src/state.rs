@@ -96,9 +96,11 @@ impl AppState {
     /// durable usage, and builds the first snapshot.
     pub async fn open(config: Config, clock: Clock) -> anyhow::Result<(Arc<AppState>, Bootstrap)> {
         let mut boot = Bootstrap::default();
+        let registry_clock = clock.clone();
         let registry = Registry::open(&config.data_dir)
             .await
-            .with_context(|| format!("cannot open the registry in {}", config.data_dir.display()))?;
+            .with_context(|| format!("cannot open the registry in {}", config.data_dir.display()))?
+            .with_clock(Arc::new(move || registry_clock().millis()));
         let admin_token = match &config.admin_token {
             Some(t) => t.clone(),
             None => {
