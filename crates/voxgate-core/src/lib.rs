@@ -12,6 +12,7 @@ pub mod entitlement;
 pub mod gcra;
 pub mod limits;
 pub mod schedule;
+pub mod sizing;
 pub mod store;
 pub mod time;
 pub mod units;
