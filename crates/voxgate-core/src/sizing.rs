@@ -116,7 +116,7 @@ impl BusinessCase {
             "must be above 0 and at most 24",
         )?;
         check(
-            self.peak_to_mean.is_none_or(|p| p.is_finite() && p >= 1.0 && p <= 1000.0),
+            self.peak_to_mean.is_none_or(|p| p.is_finite() && (1.0..=1000.0).contains(&p)),
             "peak_to_mean",
             "must be from 1 to 1000",
         )?;
