@@ -5,10 +5,12 @@
 //! transaction, so a crash can lose neither half alone.
 
 mod entitlements;
+mod increases;
 mod model;
 mod usage;
 
 pub use entitlements::*;
+pub use increases::*;
 pub use model::*;
 pub use usage::{REFUSAL_COLUMNS, Step, UsageBucket, UsageRow};
 

@@ -24,6 +24,8 @@ pub struct UsageRow {
     pub refused: [u64; 5],
     /// Units consumed, in milli-units; settlements may make a minute's delta negative.
     pub units_milli: i64,
+    /// The most requests this node saw in one second of the minute.
+    pub peak_per_second: u64,
 }
 
 /// The resolution of a usage series.
@@ -81,8 +83,8 @@ impl Registry {
         for r in rows {
             sqlx::query(
                 "INSERT INTO usage_minute (app_id, service, minute, node_id, allowed, refused_rate, refused_quota,
-                     refused_concurrency, refused_suspended, refused_capacity, units_milli)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     refused_concurrency, refused_suspended, refused_capacity, units_milli, peak_per_second)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (app_id, service, minute, node_id) DO UPDATE SET
                      allowed = allowed + excluded.allowed,
                      refused_rate = refused_rate + excluded.refused_rate,
@@ -90,7 +92,8 @@ impl Registry {
                      refused_concurrency = refused_concurrency + excluded.refused_concurrency,
                      refused_suspended = refused_suspended + excluded.refused_suspended,
                      refused_capacity = refused_capacity + excluded.refused_capacity,
-                     units_milli = units_milli + excluded.units_milli",
+                     units_milli = units_milli + excluded.units_milli,
+                     peak_per_second = MAX(peak_per_second, excluded.peak_per_second)",
             )
             .bind(&r.app_id)
             .bind(&r.service)
@@ -103,6 +106,7 @@ impl Registry {
             .bind(r.refused[3] as i64)
             .bind(r.refused[4] as i64)
             .bind(r.units_milli)
+            .bind(r.peak_per_second as i64)
             .execute(&mut *tx)
             .await?;
         }

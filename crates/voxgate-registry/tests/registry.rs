@@ -88,6 +88,7 @@ async fn usage_adds_up_across_flushes_and_nodes() {
         allowed: 2,
         refused: [1, 0, 0, 0, 0],
         units_milli: units,
+        peak_per_second: minute as u64 / 60 + 1,
     };
     reg.record_usage("n1", &[row(0, 1000), row(60, 2000)]).await.unwrap();
     reg.record_usage("n1", &[row(60, 500)]).await.unwrap();
@@ -104,6 +105,10 @@ async fn usage_adds_up_across_flushes_and_nodes() {
         vec![(0, 6, 3), (3600, 2, 1)]
     );
     assert!(reg.usage_series("a", Some("tts"), 0, 7200, Step::Day, &tz).await.unwrap().is_empty());
+    let stats = reg.usage_stats("a", "asr", 0, 7200).await.unwrap();
+    assert_eq!((stats.allowed, stats.refused[0], stats.active_minutes), (8, 4, 3));
+    // Two flushes of minute 60 sum to 6 requests; a per-second peak is the largest seen (61, at minute 3600).
+    assert_eq!((stats.peak_per_minute, stats.peak_per_second), (6, 61));
 }
 
 fn verification(account: &str, hashes: &[&str]) -> NewVerification {

@@ -19,6 +19,10 @@ struct Cell {
     allowed: u64,
     refused: [u64; 5],
     units_milli: i64,
+    /// The second being counted, its count so far, and the busiest second of the minute.
+    second: i64,
+    in_second: u64,
+    peak_per_second: u64,
 }
 
 type Key = (Arc<str>, ServiceIdx, i64);
@@ -59,6 +63,16 @@ impl Meter {
         let shard = &self.shards[(self.hasher.hash_one(&**app) as usize) % SHARDS];
         let mut map = shard.lock();
         let cell = map.entry((app.clone(), service, minute)).or_default();
+        if !matches!(event, Event::Settled { .. }) {
+            let second = now.secs();
+            if cell.second == second {
+                cell.in_second += 1;
+            } else {
+                cell.second = second;
+                cell.in_second = 1;
+            }
+            cell.peak_per_second = cell.peak_per_second.max(cell.in_second);
+        }
         match event {
             Event::Allowed { units_milli } => {
                 cell.allowed += 1;
@@ -87,6 +101,7 @@ impl Meter {
                 *a += b;
             }
             cell.units_milli += c.units_milli;
+            cell.peak_per_second = cell.peak_per_second.max(c.peak_per_second);
         }
     }
 
@@ -111,6 +126,7 @@ impl Meter {
                 allowed: c.allowed,
                 refused: c.refused,
                 units_milli: c.units_milli,
+                peak_per_second: c.peak_per_second,
             })
             .collect();
         match registry.record_usage(node_id, &rows).await {
@@ -150,5 +166,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((series[0].allowed, series[0].refused[Reason::Quota as usize]), (1, 1));
+        let stats = registry.usage_stats("a", "asr", 0, 3600).await.unwrap();
+        assert_eq!(stats.peak_per_second, 1, "61 s and 62 s are different seconds");
     }
 }
