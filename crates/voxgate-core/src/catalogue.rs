@@ -122,6 +122,8 @@ pub struct Catalogue {
     pub currency: String,
     /// Sectors an industry verification may name.
     pub sectors: Vec<String>,
+    /// Rules for automatic approval of limit increases.
+    pub increase_policy: crate::increase::Policy,
 }
 
 /// Why a catalogue was rejected. `field` is the dotted path of the offending field.
@@ -152,6 +154,17 @@ pub mod raw {
         pub plans: BTreeMap<String, Plan>,
         #[serde(default)]
         pub verification: Verification,
+        #[serde(default)]
+        pub increase: Increase,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Increase {
+        /// Approve automatically up to the justified value × (1 + margin); default 0.2.
+        pub auto_approve_margin: Option<f64>,
+        /// Days an automatic grant lasts unless renewed; default 30, 0 for good.
+        pub probation_days: Option<u32>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -301,7 +314,14 @@ impl Catalogue {
             lease_ttl_ms,
             currency: raw.defaults.currency.unwrap_or_else(|| "USD".into()),
             sectors: raw.verification.sectors,
+            increase_policy: crate::increase::Policy {
+                margin: raw.increase.auto_approve_margin.unwrap_or(0.2),
+                probation_days: raw.increase.probation_days.unwrap_or(30),
+            },
         };
+        if !(cat.increase_policy.margin.is_finite() && (0.0..=10.0).contains(&cat.increase_policy.margin)) {
+            return Err(invalid("increase.auto_approve_margin", "must be a number from 0 to 10"));
+        }
         if !(3..=8).contains(&cat.currency.len()) || !cat.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(invalid("defaults.currency", "must be an upper-case currency code such as `USD`"));
         }

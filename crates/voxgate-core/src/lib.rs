@@ -10,6 +10,7 @@ pub mod decision;
 pub mod engine;
 pub mod entitlement;
 pub mod gcra;
+pub mod increase;
 pub mod limits;
 pub mod schedule;
 pub mod sizing;
