@@ -35,6 +35,15 @@ pub enum LimitValue {
 }
 
 impl LimitValue {
+    /// The number that compares values of one dimension: requests per second, leases, units.
+    pub fn primary(&self) -> f64 {
+        match self {
+            LimitValue::Rate(r) => r.per_second,
+            LimitValue::Concurrency(c) => c.max as f64,
+            LimitValue::Units(u) => u.as_f64(),
+        }
+    }
+
     /// Combines two values number by number with `pick` (`min` or `max`): a cap of 5/s with
     /// burst 100 on 10/s with burst 20 gives 5/s with burst 20. A lease TTL is not a limit
     /// and keeps the earlier layer's value.
@@ -147,7 +156,7 @@ fn entries_of(limits: &[(ServiceIdx, ServiceLimits)], op: fn(LimitValue) -> Op) 
     let mut out = Vec::new();
     for (service, l) in limits {
         for dim in Dimension::ALL {
-            if let Some(v) = get(l, dim) {
+            if let Some(v) = value_of(l, dim) {
                 out.push(Entry { service: *service, dimension: dim, op: op(v) });
             }
         }
@@ -155,7 +164,8 @@ fn entries_of(limits: &[(ServiceIdx, ServiceLimits)], op: fn(LimitValue) -> Op) 
     out
 }
 
-fn get(l: &ServiceLimits, dim: Dimension) -> Option<LimitValue> {
+/// The value of one dimension of `l`.
+pub fn value_of(l: &ServiceLimits, dim: Dimension) -> Option<LimitValue> {
     match dim {
         Dimension::Rate => l.rate.map(LimitValue::Rate),
         Dimension::Concurrency => l.concurrency.map(LimitValue::Concurrency),
@@ -231,7 +241,7 @@ pub fn resolve(service_count: usize, layers: &[&Layer], now: Timestamp) -> Effec
             let Some(limits) = services.get_mut(e.service.0 as usize) else {
                 continue;
             };
-            let before = get(limits, e.dimension);
+            let before = value_of(limits, e.dimension);
             let after = e.op.apply(before);
             set(limits, e.dimension, after);
             let slot =

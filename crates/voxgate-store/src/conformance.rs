@@ -3,11 +3,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use voxgate_core::engine::{Cost, Settlement};
 use voxgate_core::store::{CheckInput, CounterKey, LeaseRelease};
 use voxgate_core::time::{Period, Window};
 use voxgate_core::{
-    ConcurrencyLimit, CounterStore, Dimension, RateLimit, Reason, ServiceIdx, ServiceLimits, Timestamp,
-    Units, engine::Cost,
+    ConcurrencyLimit, CounterStore, Dimension, RateLimit, Reason, ServiceIdx, ServiceLimits, Timestamp, Units,
 };
 
 const ASR: ServiceIdx = ServiceIdx(0);
@@ -56,6 +56,10 @@ where
     leases(&make().await).await;
     restore_keeps_the_larger_count(&make().await).await;
     concurrent_callers_never_overshoot(Arc::new(make().await)).await;
+    settlement_charges_now_and_refunds_only_current_windows(&make().await).await;
+    exhausted_quota_refuses_zero_unit_calls(&make().await).await;
+    rate_waits_for_the_next_request(&make().await).await;
+    leases_expire_to_the_nanosecond(&make().await).await;
 }
 
 async fn atomic_multi_limit<S: CounterStore>(store: &S) {
@@ -146,6 +150,103 @@ async fn concurrent_callers_never_overshoot<S: CounterStore>(store: Arc<S>) {
         total += t.await.unwrap();
     }
     assert_eq!(total, 500);
+}
+
+async fn settlement_charges_now_and_refunds_only_current_windows<S: CounterStore>(store: &S) {
+    let l = limits();
+    let key = CounterKey { app: "s", service: ASR };
+    let tz = jiff::tz::TimeZone::UTC;
+    let day = Period::Day.window(T0, &tz);
+    let late = Timestamp::from_secs(day.end - 60);
+    let next = Timestamp::from_secs(day.end + 60).plus_millis(250);
+    let take = |units, at| CheckInput { lease_ttl_ms: Some(600_000), ..input("s", ASR, &l, units, at) };
+    let charged = store.charge(take(50, late)).await.unwrap();
+    let (a, expires) = charged.lease.unwrap();
+    assert_eq!(expires, late.plus_millis(600_000));
+    let (b, _) = store.charge(take(10, late)).await.unwrap().lease.unwrap();
+    assert!(store.charge(input("s", ASR, &l, 5, next)).await.unwrap().decision.allowed());
+    // 50 reserved, 20 used: the refund belongs to the minute it was charged in, and only the
+    // month (still the window charged) gets it back; yesterday is over.
+    let settled = store.release_lease(key, a, Some(Units::whole(20)), next, &tz).await.unwrap();
+    let minute = |t: Timestamp| t.secs().div_euclid(60) * 60;
+    assert_eq!(settled, LeaseRelease::Released(Settlement { delta_milli: -30_000, minute: minute(late) }));
+    // 10 reserved, 25 used: the extra is consumption now, charged to the current windows.
+    let settled = store.release_lease(key, b, Some(Units::whole(25)), next, &tz).await.unwrap();
+    assert_eq!(settled, LeaseRelease::Released(Settlement { delta_milli: 15_000, minute: minute(next) }));
+    let peek = store.peek(key, &l, next, &tz).await.unwrap();
+    assert_eq!(peek.get(Dimension::Daily).unwrap().used, 20_000);
+    assert_eq!(peek.get(Dimension::Monthly).unwrap().used, 50_000);
+    assert_eq!(peek.get(Dimension::Concurrency).unwrap().used, 0);
+}
+
+async fn exhausted_quota_refuses_zero_unit_calls<S: CounterStore>(store: &S) {
+    let l = ServiceLimits { per_minute: Some(Units::whole(2)), ..Default::default() };
+    let now = T0.plus_millis(500);
+    let minute = Period::Minute.window(now, &UTC);
+    assert!(store.charge(input("z", ASR, &l, 0, now)).await.unwrap().decision.allowed());
+    assert!(store.charge(input("z", ASR, &l, 2, now)).await.unwrap().decision.allowed());
+    let refused = store.charge(input("z", ASR, &l, 0, now)).await.unwrap().decision;
+    let r = refused.refused.unwrap();
+    assert_eq!((r.reason, r.dimension), (Reason::Quota, Some(Dimension::PerMinute)));
+    let wait = (minute.end * 1000 - now.millis()) as u64;
+    assert_eq!(r.retry_after_ms, wait);
+    let status = refused.limits.get(Dimension::PerMinute).unwrap();
+    assert_eq!((status.used, status.remaining, status.reset_ms, status.window_s), (2_000, 0, wait, 60));
+    let next = Timestamp::from_secs(minute.end);
+    assert!(store.charge(input("z", ASR, &l, 0, next)).await.unwrap().decision.allowed());
+}
+
+async fn rate_waits_for_the_next_request<S: CounterStore>(store: &S) {
+    // Three per second: an emission interval of 333 333 333 ns, which no whole number of
+    // microseconds or milliseconds expresses.
+    let l = ServiceLimits { rate: Some(RateLimit { per_second: 3.0, burst: 2 }), ..Default::default() };
+    assert!(store.charge(input("g", ASR, &l, 0, T0)).await.unwrap().decision.allowed());
+    assert!(store.charge(input("g", ASR, &l, 0, T0)).await.unwrap().decision.allowed());
+    let refused = store.charge(input("g", ASR, &l, 0, T0)).await.unwrap().decision;
+    let r = refused.refused.unwrap();
+    assert_eq!((r.reason, r.retry_after_ms), (Reason::Rate, 334));
+    let status = refused.limits.get(Dimension::Rate).unwrap();
+    assert_eq!((status.used, status.remaining, status.reset_ms, status.window_s), (2, 0, 334, 1));
+    // A call of no requests is not rate limited.
+    let free = CheckInput { cost: Cost { requests: 0, units: Units::ZERO }, ..input("g", ASR, &l, 0, T0) };
+    assert!(store.charge(free).await.unwrap().decision.allowed());
+    // One nanosecond early is too early.
+    let early = Timestamp(T0.nanos() + 333_333_332);
+    assert!(!store.charge(input("g", ASR, &l, 0, early)).await.unwrap().decision.allowed());
+    let on_time = Timestamp(T0.nanos() + 333_333_333);
+    let d = store.charge(input("g", ASR, &l, 0, on_time)).await.unwrap().decision;
+    assert!(d.allowed());
+    assert_eq!(d.limits.get(Dimension::Rate).unwrap().reset_ms, 334);
+}
+
+async fn leases_expire_to_the_nanosecond<S: CounterStore>(store: &S) {
+    let l = ServiceLimits {
+        concurrency: Some(ConcurrencyLimit { max: 1, lease_ttl_ms: 1_500 }),
+        ..Default::default()
+    };
+    let key = CounterKey { app: "n", service: ASR };
+    let tz = jiff::tz::TimeZone::UTC;
+    let start = Timestamp(T0.nanos() + 123_456_789);
+    let take = |at| CheckInput { lease_ttl_ms: Some(1_500), ..input("n", ASR, &l, 1, at) };
+    let (id, expires) = store.charge(take(start)).await.unwrap().lease.unwrap();
+    assert_eq!(expires, start.plus_millis(1_500));
+    let full = store.charge(take(start)).await.unwrap().decision;
+    assert_eq!(full.refused.unwrap().retry_after_ms, 1_500);
+    let status = full.limits.get(Dimension::Concurrency).unwrap();
+    assert_eq!((status.used, status.remaining, status.reset_ms, status.window_s), (1, 0, 1_500, 2));
+    let renewed = store.renew_lease(key, id, 1_000, start.plus_millis(1_000)).await.unwrap();
+    let expires = start.plus_millis(2_000);
+    assert_eq!(renewed, Some(expires));
+    // Alive one nanosecond before its expiry, gone at it.
+    let before = Timestamp(expires.nanos() - 1);
+    let d = store.charge(take(before)).await.unwrap().decision;
+    assert_eq!(d.refused.unwrap().retry_after_ms, 1);
+    assert_eq!(store.peek(key, &l, before, &tz).await.unwrap().get(Dimension::Concurrency).unwrap().used, 1);
+    assert_eq!(store.peek(key, &l, expires, &tz).await.unwrap().get(Dimension::Concurrency).unwrap().used, 0);
+    assert_eq!(store.renew_lease(key, id, 1_000, expires).await.unwrap(), None);
+    assert_eq!(store.release_lease(key, id, None, expires, &tz).await.unwrap(), LeaseRelease::NotFound);
+    let (_, again) = store.charge(take(expires)).await.unwrap().lease.unwrap();
+    assert_eq!(again, expires.plus_millis(1_500));
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! voxgate's counter stores and the conformance suite that each of them must pass.
 //!
-//! Today: [`MemoryStore`], sharded and in-process. The Redis store (a later issue) will run
-//! the same [`voxgate_core::engine`] rules as one server-side script.
+//! [`MemoryStore`] is sharded and in-process, for a single node. [`RedisStore`] keeps the
+//! counters in Redis or Redis Cluster for a fleet of nodes, and runs the same
+//! [`voxgate_core::engine`] rules as one server-side script per decision.
 
 pub mod conformance;
 mod memory;
+mod redis;
 
+pub use crate::redis::{RedisOptions, RedisStore};
 pub use memory::MemoryStore;

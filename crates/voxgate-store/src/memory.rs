@@ -76,7 +76,7 @@ impl MemoryStore {
     }
 }
 
-fn unknown_service(key: CounterKey<'_>) -> StoreError {
+pub(crate) fn unknown_service(key: CounterKey<'_>) -> StoreError {
     StoreError::Invalid(format!("service index {} is outside the catalogue", key.service.0))
 }
 

@@ -11,9 +11,11 @@ local margin = tonumber(ARGV[9])
 local st = load_state(KEYS[1])
 local dirty = roll(st, nh, win)
 local id = ARGV[16]
+-- Pruning on every call, as the engine does, matters when a clock steps back: a lease seen
+-- expired stays gone.
+prune(KEYS[2], KEYS[3], nh, nl)
 local count, xf, xh, xl = 0, 0, 0, 0
 if id ~= '' then
-  prune(KEYS[2], KEYS[3], nh, nl)
   count = redis.call('ZCARD', KEYS[2])
   xf, xh, xl = next_expiry(KEYS[2], KEYS[3])
 end

@@ -7,9 +7,9 @@ for i = 1, 6 do win[i] = tonumber(ARGV[2 + i]) end
 
 local st = load_state(KEYS[1])
 if roll(st, nh, win) then save_state(KEYS[1], st, millis(nh, nl), tonumber(ARGV[9])) end
+prune(KEYS[2], KEYS[3], nh, nl)
 local count, xf, xh, xl = 0, 0, 0, 0
 if ARGV[10] == '1' then
-  prune(KEYS[2], KEYS[3], nh, nl)
   count = redis.call('ZCARD', KEYS[2])
   xf, xh, xl = next_expiry(KEYS[2], KEYS[3])
 end
