@@ -4,11 +4,13 @@
 //! Only this crate knows the SQL schema. Every change and its audit entry are written in one
 //! transaction, so a crash can lose neither half alone.
 
+mod alerts;
 mod entitlements;
 mod increases;
 mod model;
 mod usage;
 
+pub use alerts::*;
 pub use entitlements::*;
 pub use increases::*;
 pub use model::*;

@@ -155,21 +155,7 @@ impl WindowBody {
                 }
                 Op::Multiply(f)
             }
-            (None, Some(v)) => {
-                let table = serde_json::json!({ self.dimension.as_str(): v });
-                let limits: raw::Limits =
-                    serde_json::from_value(table).map_err(|e| bad("value", format!("wrong shape: {e}")))?;
-                let mut map = BTreeMap::new();
-                map.insert(self.service.clone(), limits);
-                let parsed = catalogue.limit_table("value", map).map_err(|e| bad("value", e.to_string()))?;
-                let l = parsed[0].1;
-                let value = match self.dimension {
-                    Dimension::Rate => l.rate.map(LimitValue::Rate),
-                    Dimension::Concurrency => l.concurrency.map(LimitValue::Concurrency),
-                    d => l.quota(d).map(LimitValue::Units),
-                };
-                Op::Set(value.ok_or_else(|| bad("value", "missing"))?)
-            }
+            (None, Some(v)) => Op::Set(parse_value(catalogue, &self.service, self.dimension, "value", v)?),
             _ => return Err(bad("multiply", "give exactly one of `multiply` or `value`")),
         };
         let schedule = match (&self.recurring, &self.once) {
@@ -214,6 +200,37 @@ impl WindowBody {
             schedule,
         })
     }
+}
+
+/// Reads one dimension's value written as in the catalogue: `{per_second, burst}` for rate,
+/// `{max}` (or a number) for concurrency, a number of units for quotas.
+pub fn parse_value(
+    catalogue: &Catalogue,
+    service: &str,
+    dimension: Dimension,
+    field: &str,
+    v: &serde_json::Value,
+) -> Result<LimitValue, BodyError> {
+    let v = match (dimension, v) {
+        (Dimension::Concurrency, serde_json::Value::Number(n)) => serde_json::json!({ "max": n }),
+        _ => v.clone(),
+    };
+    let table = serde_json::json!({ dimension.as_str(): v });
+    let limits: raw::Limits =
+        serde_json::from_value(table).map_err(|e| bad(field, format!("wrong shape: {e}")))?;
+    let mut map = BTreeMap::new();
+    map.insert(service.to_string(), limits);
+    let parsed = catalogue.limit_table(field, map).map_err(|e| match e {
+        voxgate_core::CatalogueError::Invalid { message, .. } => bad(field, message),
+        other => bad(field, other.to_string()),
+    })?;
+    let l = parsed[0].1;
+    let value = match dimension {
+        Dimension::Rate => l.rate.map(LimitValue::Rate),
+        Dimension::Concurrency => l.concurrency.map(LimitValue::Concurrency),
+        d => l.quota(d).map(LimitValue::Units),
+    };
+    value.ok_or_else(|| bad(field, "missing"))
 }
 
 /// The layer a stored window contributes to its app.

@@ -35,6 +35,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_flusher, stopped) = tokio::sync::watch::channel(false);
     let flusher = tokio::spawn(flush_loop(state.clone(), stopped));
     let scheduler = tokio::spawn(schedule_loop(state.clone()));
+    let deliverer = tokio::spawn(crate::alerts::delivery_loop(state.clone()));
     let app = crate::router(state.clone());
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server error")?;
 
@@ -43,6 +44,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stop_flusher.send(true);
     let _ = flusher.await;
     scheduler.abort();
+    deliverer.abort();
     let rows = state.flush().await.context("final usage flush failed")?;
     tracing::info!(rows, "flushed usage on shutdown");
     state.registry.close().await;
@@ -61,8 +63,13 @@ async fn flush_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
         }
         if let Err(e) = state.flush().await {
             tracing::warn!(error = %e, "usage flush failed; will retry");
-        } else if let Err(e) = state.enforce_spending_caps().await {
-            tracing::warn!(error = %e, "spending cap check failed; will retry");
+        } else {
+            if let Err(e) = state.enforce_spending_caps().await {
+                tracing::warn!(error = %e, "spending cap check failed; will retry");
+            }
+            if let Err(e) = state.check_quota_alerts().await {
+                tracing::warn!(error = %e, "quota alert check failed; will retry");
+            }
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct AppState {
     pub capped: ArcSwap<HashMap<String, Timestamp>>,
     /// Key for the keyed hashes of identity numbers (HMAC-SHA256).
     pub identity_key: Vec<u8>,
+    /// Quota thresholds already queued as alerts.
+    pub alerted: crate::alerts::Alerted,
     /// Serialises snapshot rebuilds so a slow one never overwrites a newer one.
     reloading: tokio::sync::Mutex<()>,
     pub config: Config,
@@ -135,6 +137,7 @@ impl AppState {
             last_flush_ms: AtomicI64::new(0),
             capped: ArcSwap::from_pointee(HashMap::new()),
             identity_key,
+            alerted: Default::default(),
             reloading: tokio::sync::Mutex::new(()),
             config,
         });
@@ -181,9 +184,16 @@ impl AppState {
                 contracts.entry(c.owner_id).or_default().push(layer);
             }
         }
+        let mut app_layers: HashMap<String, Vec<Layer>> = HashMap::new();
         let mut windows: HashMap<String, Vec<(String, serde_json::Value)>> = HashMap::new();
         for w in self.registry.windows(None).await? {
             windows.entry(w.owner_id).or_default().push((w.id, w.body));
+        }
+        let granting = ["auto_approved", "approved", "partially_approved"];
+        for r in self.registry.increase_requests(None, &granting).await? {
+            if let Some(layer) = crate::http::increase::grant_layer(&r, &self.catalogue) {
+                app_layers.entry(r.app_id.clone()).or_default().push(layer);
+            }
         }
         let mut snapshot = Snapshot::default();
         for app in apps {
@@ -191,6 +201,7 @@ impl AppState {
                 continue;
             };
             let mut timed = contracts.get(&account.id).cloned().unwrap_or_default();
+            timed.extend(app_layers.remove(&app.id).unwrap_or_default());
             for (id, body) in windows.get(&app.id).map(Vec::as_slice).unwrap_or_default() {
                 if let Some(layer) =
                     crate::entitlements::window_layer(id, body, &self.catalogue, &account.time_zone)
@@ -213,6 +224,7 @@ impl AppState {
     pub async fn refresh_if_due(&self) -> anyhow::Result<Option<Timestamp>> {
         let due = self.snapshot.load().valid_until;
         if due.is_some_and(|t| self.now() >= t) {
+            self.expire_grants().await?;
             self.reload().await?;
         }
         Ok(self.snapshot.load().valid_until)

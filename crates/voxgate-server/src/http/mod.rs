@@ -6,8 +6,10 @@ pub mod body;
 pub mod decide;
 pub mod entitle;
 pub mod error;
+pub mod increase;
 pub mod limits_json;
 pub mod read;
+pub mod webhooks;
 
 use crate::state::AppState;
 use axum::Router;
@@ -41,6 +43,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/contracts/{id}/end", post(entitle::end_contract))
         .route("/v1/apps/{id}/windows", post(entitle::create_window))
         .route("/v1/windows/{id}", axum::routing::delete(entitle::delete_window))
+        .route("/v1/increase-requests", get(increase::queue))
+        .route("/v1/increase-requests/{id}/approve", post(increase::approve))
+        .route("/v1/increase-requests/{id}/deny", post(increase::deny))
+        .route("/v1/increase-requests/{id}/renew", post(increase::renew))
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     let reads = Router::new()
         .route("/v1/apps/{id}", get(admin::get_app))
@@ -53,7 +59,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/verifications/{id}", get(entitle::get_verification))
         .route("/v1/accounts/{id}/contracts", get(entitle::account_contracts))
-        .route("/v1/accounts/{id}/statement", get(entitle::statement));
+        .route("/v1/accounts/{id}/statement", get(entitle::statement))
+        .route("/v1/apps/{id}/increase-requests", post(increase::submit).get(increase::list_for_app))
+        .route("/v1/increase-requests/{id}", get(increase::get))
+        .route("/v1/increase-requests/{id}/withdraw", post(increase::withdraw))
+        .route("/v1/accounts/{id}/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
+        .route("/v1/accounts/{id}/alerts", get(webhooks::alerts));
     Router::new()
         .merge(decisions)
         .merge(admin)
