@@ -87,6 +87,7 @@ pub struct Plan {
     /// Price per unit of overage, per service.
     pub prices: Vec<(ServiceIdx, Decimal)>,
     pub overage: Overage,
+    pub auto_adjust: Option<crate::adjust::AutoAdjust>,
 }
 
 impl Plan {
@@ -228,6 +229,19 @@ pub mod raw {
         pub prices: BTreeMap<String, toml::Value>,
         /// For packages: `bill` overage at `prices`, or `block` at the included units.
         pub overage: Option<String>,
+        /// Raise rate or concurrency automatically while use stays high.
+        pub auto_adjust: Option<AutoAdjust>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct AutoAdjust {
+        /// `rate` and/or `concurrency`.
+        pub dimensions: Vec<String>,
+        pub step: Option<f64>,
+        pub high_water: Option<f64>,
+        pub low_water: Option<f64>,
+        pub sustain_s: Option<f64>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -410,9 +424,13 @@ impl Catalogue {
                     .collect();
                 layers.push(Layer::capping(LayerKind::Plan, format!("plan:{id}:included"), &caps));
             }
+            let auto_adjust = match p.auto_adjust {
+                None => None,
+                Some(a) => Some(auto_adjust(&format!("{path}.auto_adjust"), a)?),
+            };
             cat.plans.insert(
                 id.clone(),
-                Plan { id, description: p.description, kind, layers, included, prices, overage },
+                Plan { id, description: p.description, kind, layers, included, prices, overage, auto_adjust },
             );
         }
         if cat.tiers.is_empty() {
@@ -522,6 +540,42 @@ impl Catalogue {
     pub fn service_indices(&self) -> impl Iterator<Item = ServiceIdx> + '_ {
         (0..self.services.len()).map(|i| ServiceIdx(i as u16))
     }
+}
+
+fn auto_adjust(path: &str, a: raw::AutoAdjust) -> Result<crate::adjust::AutoAdjust, CatalogueError> {
+    use crate::limits::Dimension;
+    let mut dimensions = Vec::new();
+    for (i, d) in a.dimensions.iter().enumerate() {
+        dimensions.push(match d.as_str() {
+            "rate" => Dimension::Rate,
+            "concurrency" => Dimension::Concurrency,
+            _ => return Err(invalid(format!("{path}.dimensions[{i}]"), "must be `rate` or `concurrency`")),
+        });
+    }
+    let share = |name: &str, v: Option<f64>, default: f64| -> Result<f64, CatalogueError> {
+        let v = v.unwrap_or(default);
+        if v.is_finite() && v > 0.0 && v <= 1.0 {
+            Ok(v)
+        } else {
+            Err(invalid(format!("{path}.{name}"), "must be above 0 and at most 1"))
+        }
+    };
+    let rules = crate::adjust::AutoAdjust {
+        dimensions,
+        step: share("step", a.step, 0.1)?,
+        high_water: share("high_water", a.high_water, 0.7)?,
+        low_water: share("low_water", a.low_water, 0.5)?,
+        sustain_ms: match a.sustain_s {
+            None => 300_000,
+            Some(s) => seconds_to_ms(s)
+                .ok_or_else(|| invalid(format!("{path}.sustain_s"), "must be a positive number of seconds"))?
+                as i64,
+        },
+    };
+    if rules.low_water >= rules.high_water {
+        return Err(invalid(format!("{path}.low_water"), "must be below `high_water`"));
+    }
+    Ok(rules)
 }
 
 fn seconds_to_ms(s: f64) -> Option<u64> {

@@ -67,7 +67,9 @@ impl LimitValue {
         }
     }
 
-    fn scaled(&self, factor: f64) -> LimitValue {
+    /// The value with its counted number(s) multiplied by `factor` (rate and burst, leases,
+    /// units).
+    pub fn scaled(&self, factor: f64) -> LimitValue {
         let factor = factor.max(0.0);
         match *self {
             LimitValue::Rate(r) => LimitValue::Rate(RateLimit {

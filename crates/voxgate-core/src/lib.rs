@@ -5,6 +5,7 @@
 //! Nothing here reads a clock, a file or a socket: time comes in as a [`Timestamp`] argument
 //! and the catalogue comes in as text, so every rule is testable with plain values.
 
+pub mod adjust;
 pub mod catalogue;
 pub mod decision;
 pub mod engine;

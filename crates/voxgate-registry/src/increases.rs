@@ -256,3 +256,77 @@ impl Registry {
         Ok(s)
     }
 }
+
+/// The automatic-adjustment state of one (app, service, dimension).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdjustmentRow {
+    pub app_id: String,
+    pub service: String,
+    pub dimension: String,
+    pub factor: f64,
+    pub high_since: Option<i64>,
+    pub low_since: Option<i64>,
+    pub updated_at: i64,
+}
+
+impl Registry {
+    pub async fn adjustments(&self) -> Result<Vec<AdjustmentRow>> {
+        let rows = sqlx::query("SELECT * FROM adjustments ORDER BY app_id, service, dimension")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AdjustmentRow {
+                app_id: r.get("app_id"),
+                service: r.get("service"),
+                dimension: r.get("dimension"),
+                factor: r.get("factor"),
+                high_since: r.get("high_since"),
+                low_since: r.get("low_since"),
+                updated_at: r.get("updated_at"),
+            })
+            .collect())
+    }
+
+    /// Stores an adjustment state; a change of factor is audited (`adjustment.raise` or
+    /// `adjustment.lower`) with the factors before and after.
+    pub async fn save_adjustment(
+        &self,
+        row: &AdjustmentRow,
+        before_factor: f64,
+        actor: &Actor,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO adjustments (app_id, service, dimension, factor, high_since, low_since, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (app_id, service, dimension) DO UPDATE SET factor = excluded.factor,
+                 high_since = excluded.high_since, low_since = excluded.low_since, updated_at = excluded.updated_at",
+        )
+        .bind(&row.app_id)
+        .bind(&row.service)
+        .bind(&row.dimension)
+        .bind(row.factor)
+        .bind(row.high_since)
+        .bind(row.low_since)
+        .bind(self.now_ms())
+        .execute(&mut *tx)
+        .await?;
+        if (row.factor - before_factor).abs() > 1e-12 {
+            let action = if row.factor > before_factor { "adjustment.raise" } else { "adjustment.lower" };
+            let subject = format!("{}:{}:{}", row.app_id, row.service, row.dimension);
+            self.audit(
+                &mut tx,
+                actor,
+                action,
+                ("adjustment", &subject),
+                Some(serde_json::json!({ "factor": before_factor }).to_string()),
+                Some(serde_json::json!({ "factor": row.factor }).to_string()),
+                None,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

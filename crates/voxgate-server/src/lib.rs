@@ -1,6 +1,7 @@
 //! voxgate's server: the HTTP API (axum) over the decision engine, the counter store and the
 //! registry, and the process around them (configuration, start-up, metering, shutdown).
 
+pub mod adjust;
 pub mod alerts;
 pub mod billing;
 pub mod config;

@@ -70,6 +70,9 @@ async fn flush_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
             if let Err(e) = state.check_quota_alerts().await {
                 tracing::warn!(error = %e, "quota alert check failed; will retry");
             }
+            if let Err(e) = state.auto_adjust().await {
+                tracing::warn!(error = %e, "automatic adjustment failed; will retry");
+            }
         }
     }
 }

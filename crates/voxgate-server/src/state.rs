@@ -16,10 +16,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use voxgate_core::entitlement::{EffectiveLimits, resolve};
+use voxgate_core::entitlement::{EffectiveLimits, resolve, value_of};
 use voxgate_core::store::CounterKey;
 use voxgate_core::time::Period;
-use voxgate_core::{Catalogue, CounterStore, Layer, ServiceIdx, Timestamp, Units};
+use voxgate_core::{Catalogue, CounterStore, Dimension, Layer, ServiceIdx, Timestamp, Units};
 use voxgate_registry::{Account, Actor, App, NewAccount, NewApp, Registry, Status};
 use voxgate_store::MemoryStore;
 
@@ -44,6 +44,8 @@ pub struct AppView {
     pub free_allowance: bool,
     pub spending_cap: Option<Decimal>,
     pub limits: EffectiveLimits,
+    /// The limits before automatic adjustment: what adjustment factors multiply.
+    pub base: EffectiveLimits,
     /// Time-bound layers of this app not in force now, for `explain`.
     pub scheduled: Vec<Layer>,
 }
@@ -189,6 +191,13 @@ impl AppState {
         for w in self.registry.windows(None).await? {
             windows.entry(w.owner_id).or_default().push((w.id, w.body));
         }
+        let mut adjustments: HashMap<String, Vec<(ServiceIdx, Dimension, f64)>> = HashMap::new();
+        for a in self.registry.adjustments().await? {
+            let dim = serde_json::from_value::<Dimension>(serde_json::json!(a.dimension)).ok();
+            if let (Some(idx), Some(dim)) = (self.catalogue.service(&a.service), dim) {
+                adjustments.entry(a.app_id).or_default().push((idx, dim, a.factor));
+            }
+        }
         let granting = ["auto_approved", "approved", "partially_approved"];
         for r in self.registry.increase_requests(None, &granting).await? {
             if let Some(layer) = crate::http::increase::grant_layer(&r, &self.catalogue) {
@@ -209,7 +218,8 @@ impl AppState {
                     timed.push(layer);
                 }
             }
-            let view = self.view(&app, account, timed, now);
+            let adjust = adjustments.remove(&app.id).unwrap_or_default();
+            let view = self.view(&app, account, timed, &adjust, now);
             snapshot.valid_until =
                 [snapshot.valid_until, view.limits.valid_until].into_iter().flatten().min();
             snapshot.apps.insert(app.id.clone(), Arc::new(view));
@@ -231,8 +241,17 @@ impl AppState {
     }
 
     /// Resolves one app's effective limits: tier (the account's verification level), plan,
-    /// then the time-bound layers (contracts, windows) in force at `now`.
-    pub fn view(&self, app: &App, account: &Account, timed: Vec<Layer>, now: Timestamp) -> AppView {
+    /// the time-bound layers (contracts, grants, windows) in force at `now`, then automatic
+    /// adjustments — each a factor on the limit the other layers give, kept within the tier's
+    /// ceiling.
+    pub fn view(
+        &self,
+        app: &App,
+        account: &Account,
+        timed: Vec<Layer>,
+        adjustments: &[(ServiceIdx, Dimension, f64)],
+        now: Timestamp,
+    ) -> AppView {
         let cat = &self.catalogue;
         let mut layers: Vec<&Layer> = Vec::new();
         if let Some(tier) = cat.tiers.get(&account.verification_level) {
@@ -248,7 +267,32 @@ impl AppState {
         }
         layers.extend(claimed.iter());
         layers.extend(timed.iter());
-        let limits = resolve(cat.services.len(), &layers, now);
+        let base = resolve(cat.services.len(), &layers, now);
+        let mut adjusted = Layer {
+            kind: voxgate_core::LayerKind::Adjustment,
+            source: "adjustment:auto".into(),
+            entries: Vec::new(),
+            schedule: voxgate_core::schedule::Schedule::Always,
+        };
+        for (idx, dim, factor) in adjustments.iter().filter(|a| a.2 > 1.0) {
+            let Some(v) = value_of(base.service(*idx), *dim) else { continue };
+            let Some(ceiling) = self.ceiling(&account.verification_level, *idx, *dim) else { continue };
+            let target = (v.primary() * factor).min(ceiling.max(v.primary()));
+            if target > v.primary() {
+                let op = voxgate_core::Op::Max(v.scaled(target / v.primary()));
+                adjusted.entries.push(voxgate_core::entitlement::Entry {
+                    service: *idx,
+                    dimension: *dim,
+                    op,
+                });
+            }
+        }
+        let limits = if adjusted.entries.is_empty() {
+            base.clone()
+        } else {
+            layers.push(&adjusted);
+            resolve(cat.services.len(), &layers, now)
+        };
         let scheduled = timed.iter().filter(|l| !l.schedule.active_at(now)).cloned().collect();
         let time_zone = TimeZone::get(&account.time_zone).unwrap_or(TimeZone::UTC);
         AppView {
@@ -262,8 +306,16 @@ impl AppState {
             free_allowance: account.free_allowance,
             spending_cap: app.spending_cap.as_deref().and_then(|c| c.parse().ok()),
             limits,
+            base,
             scheduled,
         }
+    }
+
+    /// The tier's ceiling for one dimension of one service, as a plain number.
+    pub fn ceiling(&self, tier: &str, idx: ServiceIdx, dim: Dimension) -> Option<f64> {
+        let tier = self.catalogue.tiers.get(tier)?;
+        let (_, limits) = tier.ceiling.iter().find(|(s, _)| *s == idx)?;
+        value_of(limits, dim).map(|v| v.primary())
     }
 
     /// A keyed hash of an identity number: what is stored and compared, never the number.
