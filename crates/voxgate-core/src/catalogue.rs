@@ -23,6 +23,8 @@ pub struct Service {
     pub id: String,
     pub unit: String,
     pub description: String,
+    /// `deny`, `allow` or `local`: what a shared counter store's failure means for this service.
+    pub on_store_error: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -192,6 +194,8 @@ pub mod raw {
         pub unit: String,
         #[serde(default)]
         pub description: String,
+        /// With a shared counter store: `deny` (default), `allow` or `local` when it fails.
+        pub on_store_error: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -314,8 +318,15 @@ impl Catalogue {
                     "must name the metered unit with a-z, 0-9, `_` and `-` (e.g. `audio_second`)",
                 ));
             }
+            let on_store_error = s.on_store_error.unwrap_or_else(|| "deny".into());
+            if !["deny", "allow", "local"].contains(&on_store_error.as_str()) {
+                return Err(invalid(
+                    format!("services.{id}.on_store_error"),
+                    "must be `deny`, `allow` or `local`",
+                ));
+            }
             index.insert(id.clone(), ServiceIdx(services.len() as u16));
-            services.push(Service { id, unit: s.unit, description: s.description });
+            services.push(Service { id, unit: s.unit, description: s.description, on_store_error });
         }
         let mut cat = Catalogue {
             services,

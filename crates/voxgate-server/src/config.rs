@@ -31,6 +31,9 @@ pub enum Command {
         #[arg(long, env = "VOXGATE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Client subcommands: talk to a running server over HTTP (see docs/cli.md).
+    #[command(flatten)]
+    Client(Box<crate::cli::ClientCommand>),
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +59,18 @@ pub struct ServeArgs {
     /// `kill -9` can lose.
     #[arg(long, env = "VOXGATE_FLUSH_INTERVAL_MS", default_value_t = 1000)]
     pub flush_interval_ms: u64,
+    /// Where counters live: `memory` (this process), `redis://host:port[/db]`, or
+    /// `redis+cluster://h1:p1,h2:p2,h3:p3` (shared by every node using the same Redis).
+    #[arg(long, env = "VOXGATE_COUNTERS", default_value = "memory")]
+    pub counters: String,
+    /// Budget for one call to a shared counter store, in milliseconds; past it the service's
+    /// `on_store_error` policy decides.
+    #[arg(long, env = "VOXGATE_STORE_TIMEOUT_MS", default_value_t = 50)]
+    pub store_timeout_ms: u64,
+    /// How many voxgate nodes share the counters: the `local` failure policy gives each node
+    /// this share of every limit while the shared store is away.
+    #[arg(long, env = "VOXGATE_NODES", default_value_t = 1)]
+    pub nodes: u32,
     /// Do not create the demo account and app on first start (the variable takes 1/0,
     /// true/false, yes/no, on/off).
     #[arg(long, env = "VOXGATE_NO_DEMO", action = clap::ArgAction::SetTrue,
@@ -74,6 +89,10 @@ pub struct Config {
     pub gateway_token: Option<String>,
     pub flush_interval: Duration,
     pub demo: bool,
+    /// `None` for in-memory counters, else the Redis URL.
+    pub counters: Option<String>,
+    pub store_timeout: Duration,
+    pub nodes: u32,
 }
 
 impl Config {
@@ -93,6 +112,22 @@ impl Config {
                 bail!("{name} must be at least 16 characters");
             }
         }
+        let counters = match args.counters.as_str() {
+            "memory" => None,
+            url if url.starts_with("redis://")
+                || url.starts_with("redis+cluster://")
+                || url.starts_with("redis+unix://") =>
+            {
+                Some(url.to_string())
+            }
+            other => bail!("--counters `{other}` must be `memory`, `redis://…` or `redis+cluster://…`"),
+        };
+        if !(1..=10_000).contains(&args.store_timeout_ms) {
+            bail!("--store-timeout-ms must be between 1 and 10000");
+        }
+        if !(1..=10_000).contains(&args.nodes) {
+            bail!("--nodes must be between 1 and 10000");
+        }
         if !(10..=60_000).contains(&args.flush_interval_ms) {
             bail!("--flush-interval-ms must be between 10 and 60000");
         }
@@ -105,6 +140,9 @@ impl Config {
             gateway_token: args.gateway_token,
             flush_interval: Duration::from_millis(args.flush_interval_ms),
             demo: !args.no_demo,
+            counters,
+            store_timeout: Duration::from_millis(args.store_timeout_ms),
+            nodes: args.nodes,
         })
     }
 
@@ -119,6 +157,9 @@ impl Config {
             gateway_token: None,
             flush_interval: Duration::from_millis(1000),
             demo: true,
+            counters: None,
+            store_timeout: Duration::from_millis(50),
+            nodes: 1,
         }
     }
 }

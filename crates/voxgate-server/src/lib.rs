@@ -4,12 +4,16 @@
 pub mod adjust;
 pub mod alerts;
 pub mod billing;
+pub mod cli;
 pub mod config;
 pub mod entitlements;
 pub mod http;
 pub mod meter;
 pub mod serve;
 pub mod state;
+
+#[cfg(test)]
+mod shared_tests;
 
 pub use http::router;
 pub use state::AppState;

@@ -27,6 +27,7 @@ fn main() -> std::process::ExitCode {
                 );
             })
         }
+        Command::Client(command) => return voxgate_server::cli::run(*command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

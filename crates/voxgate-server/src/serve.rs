@@ -18,6 +18,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     println!("voxgate {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
     println!("  data directory:   {}", data_dir.display());
     println!("  catalogue:        {catalogue_source}");
+    println!("  counters:         {}", state.config.counters.as_deref().unwrap_or("memory (this process)"));
     match &boot.admin_token_file {
         Some(path) => println!("  admin token file: {}", path.display()),
         None => println!("  admin token:      from VOXGATE_ADMIN_TOKEN / --admin-token"),

@@ -21,7 +21,7 @@ use voxgate_core::store::CounterKey;
 use voxgate_core::time::Period;
 use voxgate_core::{Catalogue, CounterStore, Dimension, Layer, ServiceIdx, Timestamp, Units};
 use voxgate_registry::{Account, Actor, App, NewAccount, NewApp, Registry, Status};
-use voxgate_store::MemoryStore;
+use voxgate_store::{Counters, FailurePolicy, MemoryStore, RedisOptions, RedisStore};
 
 /// Where "now" comes from. Tests inject a manual clock; the server uses the system clock.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -63,7 +63,7 @@ pub struct Snapshot {
 
 pub struct AppState {
     pub catalogue: Arc<Catalogue>,
-    pub store: MemoryStore,
+    pub store: Counters,
     pub registry: Registry,
     pub meter: Meter,
     pub snapshot: ArcSwap<Snapshot>,
@@ -122,12 +122,31 @@ impl AppState {
             }
         };
         let identity_key = secret_file(&config.data_dir, "identity-key", "vgi")?.0.into_bytes();
+        let store = match &config.counters {
+            None => Counters::Memory(MemoryStore::new(config.catalogue.services.len())),
+            Some(url) => {
+                let services = &config.catalogue.services;
+                let options = RedisOptions {
+                    timeout: config.store_timeout,
+                    service_names: services.iter().map(|s| s.id.clone()).collect(),
+                    ..RedisOptions::default()
+                };
+                let redis = RedisStore::connect(url, services.len(), options)
+                    .await
+                    .with_context(|| format!("cannot use the counter store {url}"))?;
+                let policies = services
+                    .iter()
+                    .map(|s| FailurePolicy::parse(&s.on_store_error).unwrap_or_default())
+                    .collect();
+                Counters::shared(redis, services.len(), policies, config.nodes)
+            }
+        };
         let catalogue = config.catalogue.clone();
         if config.demo && registry.accounts().await?.is_empty() {
             boot.demo_key = Some(create_demo(&registry, &catalogue).await?);
         }
         let state = Arc::new(AppState {
-            store: MemoryStore::new(catalogue.services.len()),
+            store,
             catalogue,
             registry,
             meter: Meter::default(),

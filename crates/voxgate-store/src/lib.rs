@@ -5,8 +5,10 @@
 //! [`voxgate_core::engine`] rules as one server-side script per decision.
 
 pub mod conformance;
+mod counters;
 mod memory;
 mod redis;
 
 pub use crate::redis::{RedisOptions, RedisStore};
+pub use counters::{Counters, FailurePolicy, share};
 pub use memory::MemoryStore;

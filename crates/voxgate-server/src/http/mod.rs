@@ -82,7 +82,8 @@ async fn healthz() -> Response {
 }
 
 /// Ready when the registry answers and usage has been flushed within the last ten flush
-/// intervals (or not yet attempted).
+/// intervals (or not yet attempted). A degraded shared counter store is reported, not
+/// failed: each service's `on_store_error` policy already decides what calls get.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let registry_ok = state.registry.ping().await.is_ok();
     let last = state.last_flush_ms.load(Ordering::Relaxed);
@@ -93,6 +94,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "status": if ready { "ready" } else { "not_ready" },
         "registry": if registry_ok { "ok" } else { "unavailable" },
         "usage_flush_lag_ms": lag_ms,
+        "counters": {
+            "kind": state.store.kind(),
+            "degraded": state.store.degraded(),
+            "failures": state.store.failures(),
+        },
     });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
