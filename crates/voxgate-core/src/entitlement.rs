@@ -101,7 +101,7 @@ impl Op {
             (Op::Set(v), _) => Some(v),
             (Op::Max(v), Some(c)) => Some(c.combine(&v, f64::max)),
             (Op::Min(v), Some(c)) => Some(c.combine(&v, f64::min)),
-            // Capping or raising "no limit" leaves it unlimited / sets it, respectively.
+            // Raising "no limit" (max) leaves it unlimited; capping it (min) sets the cap.
             (Op::Max(_), None) => None,
             (Op::Min(v), None) => Some(v),
             (Op::Multiply(f), c) => c.map(|c| c.scaled(f)),

@@ -3,8 +3,9 @@
 //! capacity windows, e.g. 19:00–23:00 Asia/Shanghai every day).
 //!
 //! Local times are turned into instants with the zone's rules on each date, so a window keeps
-//! its wall-clock hours across DST changes. A local start that falls in a DST gap begins at
-//! the first instant after the gap.
+//! its wall-clock hours across DST changes. A local time that falls in a DST gap is reached when the gap ends (02:30 on a
+//! spring-forward night in New York is 03:00, the first instant the clock reads past 02:30);
+//! in the repeated hour of a fall-back night the first occurrence counts.
 
 use crate::time::Timestamp;
 use jiff::Zoned;
@@ -75,7 +76,16 @@ impl Schedule {
 }
 
 fn instant(date: Date, time: Time, tz: &TimeZone) -> Option<Timestamp> {
-    let zoned = date.to_datetime(time).to_zoned(tz.clone()).ok()?;
+    let ambiguous = tz.to_ambiguous_zoned(date.to_datetime(time));
+    let gap = matches!(ambiguous.offset(), jiff::tz::AmbiguousOffset::Gap { .. });
+    // `compatible` takes the first occurrence of a repeated local time and, for a local time
+    // that does not exist, shifts it past the gap by the gap's length.
+    let zoned = ambiguous.compatible().ok()?;
+    if gap {
+        // A local time inside a DST gap is reached when the gap ends: the transition.
+        let transition = tz.preceding(zoned.timestamp()).next()?;
+        return Some(Timestamp::from_jiff(transition.timestamp()));
+    }
     Some(Timestamp::from_jiff(zoned.timestamp()))
 }
 
@@ -148,6 +158,24 @@ mod tests {
             assert!(!w.active_at(Timestamp(start.nanos() - 1)), "{day}");
             assert_eq!(w.next_change(start), Some(local(&format!("{day}T23:00:00"), "America/New_York")));
         }
+    }
+
+    #[test]
+    fn a_start_inside_the_dst_gap_begins_when_the_gap_ends() {
+        let w = Schedule::Weekly {
+            days: vec![Weekday::Sunday],
+            start: Time::constant(2, 30, 0, 0),
+            end: Time::constant(4, 0, 0, 0),
+            tz: TimeZone::get("America/New_York").unwrap(),
+        };
+        // 2026-03-08 (a Sunday): 02:00 EST jumps to 03:00 EDT at 07:00Z.
+        let gap_end = Timestamp::from_jiff("2026-03-08T07:00:00Z".parse().unwrap());
+        assert!(!w.active_at(Timestamp(gap_end.nanos() - 1)));
+        assert!(w.active_at(gap_end));
+        assert_eq!(
+            w.next_change(Timestamp::from_jiff("2026-03-08T06:00:00Z".parse().unwrap())),
+            Some(gap_end)
+        );
     }
 
     #[test]

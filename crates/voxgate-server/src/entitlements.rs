@@ -97,12 +97,17 @@ impl ContractBody {
     }
 }
 
-/// The layer a stored contract contributes to each app of its account.
-pub fn contract_layer(id: &str, body: &serde_json::Value, catalogue: &Catalogue) -> Option<Layer> {
-    let parsed: ContractBody = serde_json::from_value(body.clone()).ok()?;
+/// The layer a stored contract contributes to each app of its account. Validity comes from
+/// the record (`valid_from`/`valid_until` columns), which ending a contract moves; the body
+/// keeps what was signed.
+pub fn contract_layer(record: &voxgate_registry::Record, catalogue: &Catalogue) -> Option<Layer> {
+    let parsed: ContractBody = serde_json::from_value(record.body.clone()).ok()?;
     let c = parsed.validate(catalogue).ok()?;
-    let layer = Layer::setting(LayerKind::Contract, format!("contract:{id}"), &c.limits);
-    Some(layer.with_schedule(Schedule::Between { from: c.valid_from, until: c.valid_until }))
+    let at = |ms: Option<i64>| ms.map(|ms| Timestamp::from_nanos(ms.saturating_mul(1_000_000)));
+    let layer = Layer::setting(LayerKind::Contract, format!("contract:{}", record.id), &c.limits);
+    Some(
+        layer.with_schedule(Schedule::Between { from: at(record.valid_from), until: at(record.valid_until) }),
+    )
 }
 
 #[derive(Debug, Deserialize)]

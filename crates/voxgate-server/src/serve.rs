@@ -78,8 +78,9 @@ async fn flush_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
     }
 }
 
-/// Rebuilds the snapshot when a contract or capacity window starts or ends. Sleeps until
-/// the next boundary (at most a minute, so a clock step is noticed).
+/// Rebuilds the snapshot when a contract, grant or capacity window starts or ends. Sleeps
+/// until the next boundary (at most a minute, so a clock step is noticed), and wakes early
+/// when any rebuild may have moved that boundary.
 async fn schedule_loop(state: Arc<AppState>) {
     loop {
         let next = match state.refresh_if_due().await {
@@ -91,7 +92,11 @@ async fn schedule_loop(state: Arc<AppState>) {
         };
         let now = state.now();
         let wait_ms = next.map_or(60_000, |t| voxgate_core::time::millis_until(now, t).clamp(1, 60_000));
-        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        // A rebuild (a new contract or window, say) may bring the next boundary closer.
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(wait_ms)) => {}
+            _ = state.rebuilt.notified() => {}
+        }
     }
 }
 

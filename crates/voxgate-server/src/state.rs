@@ -44,7 +44,7 @@ pub struct AppView {
     pub free_allowance: bool,
     pub spending_cap: Option<Decimal>,
     pub limits: EffectiveLimits,
-    /// The limits before automatic adjustment: what adjustment factors multiply.
+    /// The limits before automatic adjustment and windows: what adjustment factors multiply.
     pub base: EffectiveLimits,
     /// Time-bound layers of this app not in force now, for `explain`.
     pub scheduled: Vec<Layer>,
@@ -79,6 +79,8 @@ pub struct AppState {
     pub identity_key: Vec<u8>,
     /// Quota thresholds already queued as alerts.
     pub alerted: crate::alerts::Alerted,
+    /// Signalled after every snapshot rebuild, so the scheduler re-reads the next boundary.
+    pub rebuilt: tokio::sync::Notify,
     /// Serialises snapshot rebuilds so a slow one never overwrites a newer one.
     reloading: tokio::sync::Mutex<()>,
     pub config: Config,
@@ -159,6 +161,7 @@ impl AppState {
             capped: ArcSwap::from_pointee(HashMap::new()),
             identity_key,
             alerted: Default::default(),
+            rebuilt: tokio::sync::Notify::new(),
             reloading: tokio::sync::Mutex::new(()),
             config,
         });
@@ -176,6 +179,9 @@ impl AppState {
     /// otherwise run with no limits at all.
     pub async fn reload(&self) -> anyhow::Result<()> {
         let _one_at_a_time = self.reloading.lock().await;
+        // Grants whose probation ended (also while the server was down) are recorded as
+        // expired before the snapshot is built.
+        self.expire_grants().await?;
         let accounts: HashMap<String, Account> =
             self.registry.accounts().await?.into_iter().map(|a| (a.id.clone(), a)).collect();
         let mut missing = Vec::new();
@@ -201,8 +207,11 @@ impl AppState {
         let now = self.now();
         let mut contracts: HashMap<String, Vec<Layer>> = HashMap::new();
         for c in self.registry.contracts(None).await? {
-            if let Some(layer) = crate::entitlements::contract_layer(&c.id, &c.body, &self.catalogue) {
-                contracts.entry(c.owner_id).or_default().push(layer);
+            match crate::entitlements::contract_layer(&c, &self.catalogue) {
+                Some(layer) => contracts.entry(c.owner_id).or_default().push(layer),
+                None => {
+                    tracing::warn!(contract = %c.id, "contract no longer fits the catalogue; not applied")
+                }
             }
         }
         let mut app_layers: HashMap<String, Vec<Layer>> = HashMap::new();
@@ -245,6 +254,7 @@ impl AppState {
         }
         snapshot.keys = self.registry.key_hashes().await?.into_iter().collect();
         self.snapshot.store(Arc::new(snapshot));
+        self.rebuilt.notify_waiters();
         Ok(())
     }
 
@@ -253,7 +263,6 @@ impl AppState {
     pub async fn refresh_if_due(&self) -> anyhow::Result<Option<Timestamp>> {
         let due = self.snapshot.load().valid_until;
         if due.is_some_and(|t| self.now() >= t) {
-            self.expire_grants().await?;
             self.reload().await?;
         }
         Ok(self.snapshot.load().valid_until)
@@ -285,8 +294,11 @@ impl AppState {
             layers.extend(plan.layers.iter());
         }
         layers.extend(claimed.iter());
-        layers.extend(timed.iter());
+        // Adjustments multiply the limits without windows (a window scales whatever it finds,
+        // adjustment included, so basing one on the other would count the window twice).
+        layers.extend(timed.iter().filter(|l| l.kind != voxgate_core::LayerKind::Window));
         let base = resolve(cat.services.len(), &layers, now);
+        layers.extend(timed.iter().filter(|l| l.kind == voxgate_core::LayerKind::Window));
         let mut adjusted = Layer {
             kind: voxgate_core::LayerKind::Adjustment,
             source: "adjustment:auto".into(),
@@ -306,12 +318,10 @@ impl AppState {
                 });
             }
         }
-        let limits = if adjusted.entries.is_empty() {
-            base.clone()
-        } else {
+        if !adjusted.entries.is_empty() {
             layers.push(&adjusted);
-            resolve(cat.services.len(), &layers, now)
-        };
+        }
+        let limits = resolve(cat.services.len(), &layers, now);
         let scheduled = timed.iter().filter(|l| !l.schedule.active_at(now)).cloned().collect();
         let time_zone = TimeZone::get(&account.time_zone).unwrap_or(TimeZone::UTC);
         AppView {

@@ -1127,12 +1127,12 @@ mod process {
     use std::time::{Duration, Instant};
 
     const TIMEOUT: Duration = Duration::from_secs(10);
-    const TOKEN: &str = "process-admin-token-0123456789";
+    pub(super) const TOKEN: &str = "process-admin-token-0123456789";
 
     /// A started server, killed if the test ends without stopping it.
-    struct Voxgate {
+    pub(super) struct Voxgate {
         child: Child,
-        addr: SocketAddr,
+        pub(super) addr: SocketAddr,
         log: std::path::PathBuf,
     }
 
@@ -1146,7 +1146,7 @@ mod process {
     }
 
     impl Voxgate {
-        fn start(data_dir: &Path, log: std::path::PathBuf) -> Voxgate {
+        pub(super) fn start(data_dir: &Path, log: std::path::PathBuf) -> Voxgate {
             let port =
                 TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -1177,7 +1177,7 @@ mod process {
             v
         }
 
-        fn log(&self) -> String {
+        pub(super) fn log(&self) -> String {
             std::fs::read_to_string(&self.log).unwrap_or_default()
         }
 
@@ -1195,14 +1195,20 @@ mod process {
             }
         }
 
-        fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        pub(super) fn call(
+            &self,
+            method: &str,
+            path: &str,
+            token: Option<&str>,
+            body: Option<Value>,
+        ) -> (u16, Value) {
             let body = body.map(|b| b.to_string());
             http(self.addr, method, path, token, body.as_deref())
                 .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()))
         }
 
         /// SIGTERM, then the exit status (bounded).
-        fn terminate(mut self) -> ExitStatus {
+        pub(super) fn terminate(mut self) -> ExitStatus {
             let pid = self.child.id().to_string();
             let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
             assert!(sent.success(), "kill -TERM {pid}");
@@ -1331,3 +1337,197 @@ mod process {
         assert!(v.terminate().success());
     }
 }
+
+// ---- 12. the client subcommands against the real binary ----------------------------------------
+
+mod cli {
+    use super::process::{TOKEN, Voxgate};
+    use serde_json::{Value, json};
+    use std::net::TcpListener;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+
+    /// What one client run printed, and how it exited.
+    struct Run {
+        code: Option<i32>,
+        stdout: String,
+        stderr: String,
+    }
+
+    impl Run {
+        fn ok(self) -> String {
+            assert_eq!(self.code, Some(0), "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+            self.stdout
+        }
+
+        fn json(self) -> Value {
+            let text = self.ok();
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+        }
+    }
+
+    /// Runs `voxgate <args>` with the server URL in VOXGATE_URL and no other voxgate
+    /// variable but those in `env`.
+    fn client(url: &str, env: &[(&str, &str)], args: &[&str]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxgate"));
+        cmd.args(args).env("VOXGATE_URL", url).stdin(Stdio::null());
+        for var in ["VOXGATE_TOKEN", "VOXGATE_DATA_DIR", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+        {
+            cmd.env_remove(var);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("the client runs");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The line of a table whose cells start with `cells` (split on runs of spaces).
+    fn row<'a>(table: &'a str, cells: &[&str]) -> Option<&'a str> {
+        table.lines().find(|l| l.split_whitespace().take(cells.len()).eq(cells.iter().copied()))
+    }
+
+    #[test]
+    fn the_client_subcommands_drive_a_running_server() {
+        let data = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let v = Voxgate::start(data.path(), logs.path().join("server.log"));
+        let url = format!("http://{}", v.addr);
+        let admin = [("VOXGATE_TOKEN", TOKEN)];
+        let run = |args: &[&str]| client(&url, &admin, args);
+
+        // accounts: create (JSON, the server's key order kept), list (table).
+        let out =
+            run(&["accounts", "create", "--name", "Acme Edu", "--time-zone", "Asia/Shanghai", "--json"]);
+        let text = out.ok();
+        assert!(text.starts_with("{\n  \"id\": \"acc_"), "{text}");
+        let account: Value = serde_json::from_str(&text).unwrap();
+        let acc = account["id"].as_str().unwrap().to_string();
+        assert_eq!(account["time_zone"], "Asia/Shanghai");
+        let list = run(&["accounts", "list"]).ok();
+        assert!(list.starts_with("ID  "), "{list}");
+        let line = row(&list, &[&acc]).unwrap_or_else(|| panic!("{list}"));
+        assert!(line.contains("Acme Edu") && line.contains("Asia/Shanghai"), "{list}");
+
+        // apps: create on a package, then its limits explained.
+        let app =
+            run(&["apps", "create", "--account", &acc, "--name", "tutor", "--plan", "package", "--json"])
+                .json();
+        let app_id = app["id"].as_str().unwrap().to_string();
+        assert!(app["api_key"].as_str().unwrap().starts_with("vgk_"), "{app:#}");
+        let limits = run(&["apps", "limits", &app_id, "--explain"]).ok();
+        let header = ["SERVICE", "DIMENSION", "LIMIT", "USED", "REMAINING", "RESET", "UNIT", "WINNER"];
+        assert!(limits.lines().any(|l| l.split_whitespace().eq(header)), "{limits}");
+        let monthly = row(&limits, &["asr", "monthly"]).unwrap_or_else(|| panic!("{limits}"));
+        assert!(monthly.ends_with("audio_second  plan:package"), "{limits}");
+        assert!(limits.contains("Layers, in the order applied:"), "{limits}");
+        assert!(row(&limits, &["asr", "rate", "tier", "tier:individual", "set"]).is_some(), "{limits}");
+
+        // verification: submit, the queue, approve; the tier changes at once.
+        let ver = run(&[
+            "verification",
+            "submit",
+            "--account",
+            &acc,
+            "--level",
+            "industry",
+            "--sector",
+            "education",
+            "--legal-name",
+            "Acme Edu Ltd",
+            "--registration-number",
+            "91310000MA1",
+            "--contact",
+            "ops@acme.example",
+            "--json",
+        ])
+        .json();
+        let ver_id = ver["id"].as_str().unwrap().to_string();
+        assert_eq!(ver["status"], "pending");
+        let queue = run(&["verification", "queue"]).ok();
+        assert!(row(&queue, &[&ver_id, &acc, "industry", "education"]).is_some(), "{queue}");
+        let approved = run(&["verification", "approve", &ver_id, "--reason", "licence checked"]).ok();
+        assert_eq!(
+            approved,
+            format!("verification {ver_id} approved; account {acc} is at level industry (education)\n")
+        );
+        let limits = run(&["apps", "limits", &app_id, "--json"]).json();
+        assert_eq!(limits["verification_level"], "industry");
+
+        // statement as CSV: the server's body, as it comes.
+        let check = json!({ "app_id": app_id, "service": "asr", "units": 12.5 });
+        let (status, r) = v.call("POST", "/v1/check", None, Some(check));
+        assert_eq!(status, 200, "{r:#}");
+        let csv = run(&["statement", "--account", &acc, "--csv"]).ok();
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                "period,account_id,app_id,service,unit,plan,from,to,used,included,overage,unit_price,billed,\
+                 amount,currency"
+            ),
+            "{csv}"
+        );
+        let asr =
+            csv.lines().find(|l| l.contains(&format!(",{app_id},asr,"))).unwrap_or_else(|| panic!("{csv}"));
+        let cells: Vec<&str> = asr.split(',').collect();
+        assert_eq!((cells[1], cells[5], cells[8]), (acc.as_str(), "package", "12.5"), "{csv}");
+        let total = csv.lines().last().unwrap_or_default();
+        assert!(total.starts_with(",,,,,,,,,,,,total,") && total.ends_with(",USD"), "{csv}");
+        let table = run(&["statement", "--account", &acc]).ok();
+        assert!(row(&table, &[&app_id, "asr", "audio_second", "12.500"]).is_some(), "{table}");
+
+        // Errors: a problem document is one line on stderr and exit status 1.
+        let bad = run(&["accounts", "update", &acc, "--time-zone", "Mars/Base"]);
+        assert_eq!(bad.code, Some(1), "{}", bad.stderr);
+        assert_eq!(bad.stdout, "");
+        assert!(
+            bad.stderr.starts_with("error: invalid_time_zone: `Mars/Base` is not an IANA time zone"),
+            "{}",
+            bad.stderr
+        );
+        assert!(bad.stderr.trim_end().ends_with("(field: time_zone)"), "{}", bad.stderr);
+        let missing = run(&["apps", "show", "app_nope"]);
+        assert_eq!(missing.code, Some(1));
+        assert!(missing.stderr.starts_with("error: unknown_app: "), "{}", missing.stderr);
+
+        // No token: the data directory's admin-token file stands in; without it, 401.
+        let dir = tempfile::tempdir().unwrap();
+        let dir_arg = dir.path().to_str().unwrap();
+        let anonymous = client(&url, &[], &["accounts", "list", "--data-dir", dir_arg]);
+        assert_eq!(anonymous.code, Some(1));
+        assert!(anonymous.stderr.starts_with("error: unauthorized: "), "{}", anonymous.stderr);
+        std::fs::write(Path::new(dir_arg).join("admin-token"), format!("{TOKEN}\n")).unwrap();
+        let from_file = client(&url, &[], &["accounts", "list", "--data-dir", dir_arg]).ok();
+        assert!(row(&from_file, &[&acc]).is_some(), "{from_file}");
+
+        // Nothing listening: a clear message naming the server.
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port();
+        let closed = format!("http://127.0.0.1:{port}");
+        let refused = client(&closed, &admin, &["accounts", "list"]);
+        assert_eq!(refused.code, Some(1));
+        assert!(
+            refused.stderr.starts_with(&format!("error: cannot reach the voxgate server at {closed}: ")),
+            "{}",
+            refused.stderr
+        );
+
+        // An argument error is clap's (status 2), before anything is sent.
+        let usage = run(&["windows", "create", "--app", &app_id, "--service", "asr", "--dimension", "rate"]);
+        assert_eq!(usage.code, Some(2), "{}", usage.stderr);
+
+        let status = v.terminate();
+        assert!(status.success(), "exit {status}");
+    }
+}
+
+// ---- entitlements (issue 3) ------------------------------------------------------------------
+
+#[path = "http/entitlements.rs"]
+mod entitlements;
+#[path = "http/increase.rs"]
+mod increase;

@@ -89,16 +89,27 @@ async fn decide(
     let limits = app.limits.service(idx);
     if let Some(dim) = limits.unreachable(cost.requests, cost.units, lease) {
         state.record(&app.id, idx, now, Event::Refused(Reason::of(dim)));
-        return Err(ApiError::invalid_field(
-            "exceeds_limit",
-            dim.as_str(),
+        let limit = voxgate_core::entitlement::value_of(limits, dim).map_or(0.0, |v| match v {
+            voxgate_core::entitlement::LimitValue::Rate(r) => r.burst as f64,
+            other => other.primary(),
+        });
+        let detail = if limit == 0.0 {
             format!(
-                "this call can never pass the `{}` limit of `{}` as it stands: make it smaller \
+                "this app has no `{}` allowance for `{}` (the limit is 0 on plan `{}`): change the plan or \
+                 request an increase",
+                dim.as_str(),
+                req.service,
+                app.plan
+            )
+        } else {
+            format!(
+                "this call can never pass the `{}` limit of `{}` ({limit}) as it stands: make it smaller \
                  (split the work) or raise the limit",
                 dim.as_str(),
                 req.service
-            ),
-        ));
+            )
+        };
+        return Err(ApiError::invalid_field("exceeds_limit", dim.as_str(), detail));
     }
     let ttl = limits.concurrency.map_or(state.catalogue.lease_ttl_ms, |c| c.lease_ttl_ms);
     let charged = state
