@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what voxgate's tests use beyond cargo: Debian packages and Python packages for the
+# third-party clients the tests drive (real redis-server, nginx, grpcio, prometheus_client).
+# Idempotent and quiet when everything is there. Used by scripts/test.sh and .ci/run.
+set -euo pipefail
+
+APT_PACKAGES=(redis-server redis-tools)
+PIP_PACKAGES=()
+
+missing_apt=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing_apt+=("$p")
+done
+if [ ${#missing_apt[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "${missing_apt[@]}" >/dev/null 2>&1 || {
+    apt-get update -q >/dev/null
+    apt-get install -y -q "${missing_apt[@]}" >/dev/null
+  }
+fi
+
+if [ ${#PIP_PACKAGES[@]} -gt 0 ]; then
+  missing_pip=()
+  for p in "${PIP_PACKAGES[@]}"; do
+    name=${p%%[=<>]*}
+    python3 -m pip show -q "$name" >/dev/null 2>&1 || missing_pip+=("$p")
+  done
+  if [ ${#missing_pip[@]} -gt 0 ]; then
+    echo "installing Python packages: ${missing_pip[*]}"
+    python3 -m pip install -q --disable-pip-version-check "${missing_pip[@]}"
+  fi
+fi
