@@ -7,7 +7,7 @@
 use crate::{Actor, Registry, RegistryError, Result, json, random_hex};
 use serde::Serialize;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Webhook {
@@ -35,7 +35,7 @@ pub struct OutboxEntry {
 }
 
 impl OutboxEntry {
-    fn from_row(r: &SqliteRow) -> OutboxEntry {
+    fn from_row(r: &AnyRow) -> OutboxEntry {
         OutboxEntry {
             id: r.get("id"),
             dedupe_key: r.get("dedupe_key"),
@@ -51,7 +51,7 @@ impl OutboxEntry {
     }
 }
 
-fn webhook_from_row(r: &SqliteRow) -> Webhook {
+fn webhook_from_row(r: &AnyRow) -> Webhook {
     Webhook {
         id: r.get("id"),
         account_id: r.get("account_id"),
@@ -70,7 +70,7 @@ impl Registry {
         actor: &Actor,
     ) -> Result<Webhook> {
         let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM accounts WHERE id = ?")
+        let exists = sqlx::query("SELECT 1 FROM accounts WHERE id = $1")
             .bind(account_id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -84,14 +84,16 @@ impl Registry {
             secret: secret.into(),
             created_at: self.now_ms(),
         };
-        sqlx::query("INSERT INTO webhooks (id, account_id, url, secret, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&hook.id)
-            .bind(&hook.account_id)
-            .bind(&hook.url)
-            .bind(&hook.secret)
-            .bind(hook.created_at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO webhooks (id, account_id, url, secret, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&hook.id)
+        .bind(&hook.account_id)
+        .bind(&hook.url)
+        .bind(&hook.secret)
+        .bind(hook.created_at)
+        .execute(&mut *tx)
+        .await?;
         self.audit(&mut tx, actor, "webhook.create", ("webhook", &hook.id), None, Some(json(&hook)), None)
             .await?;
         tx.commit().await?;
@@ -101,7 +103,7 @@ impl Registry {
     /// Live webhooks, optionally of one account.
     pub async fn webhooks(&self, account_id: Option<&str>) -> Result<Vec<Webhook>> {
         let rows = sqlx::query(
-            "SELECT * FROM webhooks WHERE deleted_at IS NULL AND (? IS NULL OR account_id = ?) ORDER BY created_at, id",
+            "SELECT * FROM webhooks WHERE deleted_at IS NULL AND (CAST($1 AS TEXT) IS NULL OR account_id = $2) ORDER BY created_at, id",
         )
         .bind(account_id)
         .bind(account_id)
@@ -111,7 +113,7 @@ impl Registry {
     }
 
     pub async fn webhook(&self, id: &str) -> Result<Webhook> {
-        sqlx::query("SELECT * FROM webhooks WHERE id = ? AND deleted_at IS NULL")
+        sqlx::query("SELECT * FROM webhooks WHERE id = $1 AND deleted_at IS NULL")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -121,7 +123,7 @@ impl Registry {
 
     pub async fn delete_webhook(&self, id: &str, actor: &Actor) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE webhooks SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL")
+        let done = sqlx::query("UPDATE webhooks SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
             .bind(self.now_ms())
             .bind(id)
             .execute(&mut *tx)
@@ -145,7 +147,7 @@ impl Registry {
     ) -> Result<usize> {
         let now = self.now_ms();
         let mut tx = self.pool.begin().await?;
-        let hooks = sqlx::query("SELECT id FROM webhooks WHERE account_id = ? AND deleted_at IS NULL")
+        let hooks = sqlx::query("SELECT id FROM webhooks WHERE account_id = $1 AND deleted_at IS NULL")
             .bind(account_id)
             .fetch_all(&mut *tx)
             .await?;
@@ -154,7 +156,7 @@ impl Registry {
             let hook: String = h.get("id");
             let done = sqlx::query(
                 "INSERT INTO outbox (id, dedupe_key, webhook_id, event_type, payload, created_at, next_attempt_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key, webhook_id) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe_key, webhook_id) DO NOTHING",
             )
             .bind(format!("evt_{}", random_hex(10)))
             .bind(dedupe_key)
@@ -174,7 +176,7 @@ impl Registry {
     /// Undelivered alerts whose next attempt is due, oldest first.
     pub async fn due_alerts(&self, limit: i64) -> Result<Vec<OutboxEntry>> {
         let rows = sqlx::query(
-            "SELECT * FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY seq LIMIT ?",
+            "SELECT * FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $1 ORDER BY seq LIMIT $2",
         )
         .bind(self.now_ms())
         .bind(limit)
@@ -187,7 +189,7 @@ impl Registry {
     pub async fn alerts(&self, account_id: &str, limit: i64) -> Result<Vec<OutboxEntry>> {
         let rows = sqlx::query(
             "SELECT o.* FROM outbox o JOIN webhooks w ON w.id = o.webhook_id
-             WHERE w.account_id = ? ORDER BY o.seq DESC LIMIT ?",
+             WHERE w.account_id = $1 ORDER BY o.seq DESC LIMIT $2",
         )
         .bind(account_id)
         .bind(limit)
@@ -198,7 +200,7 @@ impl Registry {
 
     pub async fn mark_delivered(&self, id: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
+            "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2",
         )
         .bind(self.now_ms())
         .bind(id)
@@ -209,7 +211,7 @@ impl Registry {
 
     pub async fn mark_failed(&self, id: &str, error: &str, next_attempt_at: i64) -> Result<()> {
         sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2 WHERE id = $3",
         )
         .bind(error)
         .bind(next_attempt_at)

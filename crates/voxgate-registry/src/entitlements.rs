@@ -7,7 +7,7 @@
 use crate::{Account, AccountPatch, Actor, Registry, RegistryError, Result, Status, json, random_hex};
 use serde::Serialize;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 /// Where a verification request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -72,7 +72,7 @@ pub struct Verification {
 }
 
 impl Verification {
-    fn from_row(r: &SqliteRow) -> Verification {
+    fn from_row(r: &AnyRow) -> Verification {
         let hashes: Vec<String> = serde_json::from_str(r.get("identity_hashes")).unwrap_or_default();
         Verification {
             id: r.get("id"),
@@ -135,7 +135,7 @@ impl Registry {
             return Ok(before);
         }
         after.updated_at = self.now_ms();
-        sqlx::query("UPDATE accounts SET time_zone = ?, status = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE accounts SET time_zone = $1, status = $2, updated_at = $3 WHERE id = $4")
             .bind(&after.time_zone)
             .bind(after.status.as_str())
             .bind(after.updated_at)
@@ -159,7 +159,7 @@ impl Registry {
     /// The plans an app has been on, oldest first.
     pub async fn plan_history(&self, app_id: &str) -> Result<Vec<PlanSpan>> {
         let rows =
-            sqlx::query("SELECT plan, from_ms FROM plan_history WHERE app_id = ? ORDER BY from_ms, seq")
+            sqlx::query("SELECT plan, from_ms FROM plan_history WHERE app_id = $1 ORDER BY from_ms, seq")
                 .bind(app_id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -177,7 +177,7 @@ impl Registry {
         let mut linked: Vec<String> = Vec::new();
         for hash in &new.identity_hashes {
             let rows = sqlx::query(
-                "SELECT account_id FROM identity_links WHERE identity_hash = ? AND account_id <> ?",
+                "SELECT account_id FROM identity_links WHERE identity_hash = $1 AND account_id <> $2",
             )
             .bind(hash)
             .bind(&new.account_id)
@@ -190,7 +190,7 @@ impl Registry {
                 }
             }
             sqlx::query(
-                "INSERT INTO identity_links (identity_hash, account_id, first_seen) VALUES (?, ?, ?)
+                "INSERT INTO identity_links (identity_hash, account_id, first_seen) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING",
             )
             .bind(hash)
@@ -220,7 +220,7 @@ impl Registry {
         sqlx::query(
             "INSERT INTO verification_requests (id, account_id, level, sector, legal_name, bank_account_ref, contact,
                  identity_hashes, linked_accounts, status, submitted_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&v.id)
         .bind(&v.account_id)
@@ -250,7 +250,7 @@ impl Registry {
     }
 
     pub async fn verification(&self, id: &str) -> Result<Verification> {
-        sqlx::query("SELECT * FROM verification_requests WHERE id = ?")
+        sqlx::query("SELECT * FROM verification_requests WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -266,7 +266,7 @@ impl Registry {
     ) -> Result<Vec<Verification>> {
         let rows = sqlx::query(
             "SELECT * FROM verification_requests
-             WHERE (? IS NULL OR account_id = ?) AND (? IS NULL OR status = ?)
+             WHERE (CAST($1 AS TEXT) IS NULL OR account_id = $2) AND (CAST($3 AS TEXT) IS NULL OR status = $4)
              ORDER BY submitted_at, id",
         )
         .bind(account_id)
@@ -290,7 +290,7 @@ impl Registry {
     ) -> Result<(Verification, Account)> {
         let now = self.now_ms();
         let mut tx = self.pool.begin().await?;
-        let before = sqlx::query("SELECT * FROM verification_requests WHERE id = ?")
+        let before = sqlx::query("SELECT * FROM verification_requests WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
@@ -308,7 +308,7 @@ impl Registry {
         after.decided_at = Some(now);
         after.decided_by = Some(actor.0.clone());
         sqlx::query(
-            "UPDATE verification_requests SET status = ?, reason = ?, decided_at = ?, decided_by = ? WHERE id = ?",
+            "UPDATE verification_requests SET status = $1, reason = $2, decided_at = $3, decided_by = $4 WHERE id = $5",
         )
         .bind(after.status.as_str())
         .bind(reason)
@@ -334,7 +334,7 @@ impl Registry {
             let mut free_allowance = true;
             for hash in &before.identity_hashes {
                 sqlx::query(
-                    "INSERT INTO identity_claims (identity_hash, account_id, claimed_at) VALUES (?, ?, ?)
+                    "INSERT INTO identity_claims (identity_hash, account_id, claimed_at) VALUES ($1, $2, $3)
                      ON CONFLICT DO NOTHING",
                 )
                 .bind(hash)
@@ -343,7 +343,7 @@ impl Registry {
                 .execute(&mut *tx)
                 .await?;
                 let holder: String =
-                    sqlx::query("SELECT account_id FROM identity_claims WHERE identity_hash = ?")
+                    sqlx::query("SELECT account_id FROM identity_claims WHERE identity_hash = $1")
                         .bind(hash)
                         .fetch_one(&mut *tx)
                         .await?
@@ -357,7 +357,7 @@ impl Registry {
             account.free_allowance = account.free_allowance && free_allowance;
             account.updated_at = now;
             sqlx::query(
-                "UPDATE accounts SET verification_level = ?, sector = ?, free_allowance = ?, updated_at = ? WHERE id = ?",
+                "UPDATE accounts SET verification_level = $1, sector = $2, free_allowance = $3, updated_at = $4 WHERE id = $5",
             )
             .bind(&account.verification_level)
             .bind(&account.sector)
@@ -403,7 +403,7 @@ impl Registry {
             created_at: self.now_ms(),
         };
         sqlx::query(
-            "INSERT INTO contracts (id, account_id, body, valid_from, valid_until, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO contracts (id, account_id, body, valid_from, valid_until, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&record.id)
         .bind(account_id)
@@ -431,7 +431,7 @@ impl Registry {
     pub async fn contracts(&self, account_id: Option<&str>) -> Result<Vec<Record>> {
         let rows = sqlx::query(
             "SELECT id, account_id AS owner_id, body, valid_from, valid_until, created_at FROM contracts
-             WHERE (? IS NULL OR account_id = ?) ORDER BY created_at, id",
+             WHERE (CAST($1 AS TEXT) IS NULL OR account_id = $2) ORDER BY created_at, id",
         )
         .bind(account_id)
         .bind(account_id)
@@ -450,7 +450,7 @@ impl Registry {
     ) -> Result<Record> {
         let mut tx = self.pool.begin().await?;
         let before = sqlx::query(
-            "SELECT id, account_id AS owner_id, body, valid_from, valid_until, created_at FROM contracts WHERE id = ?",
+            "SELECT id, account_id AS owner_id, body, valid_from, valid_until, created_at FROM contracts WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -459,7 +459,7 @@ impl Registry {
         .ok_or_else(|| RegistryError::NotFound { kind: "contract", id: id.into() })?;
         let mut after = before.clone();
         after.valid_until = Some(before.valid_until.map_or(at_ms, |u| u.min(at_ms)));
-        sqlx::query("UPDATE contracts SET valid_until = ? WHERE id = ?")
+        sqlx::query("UPDATE contracts SET valid_until = $1 WHERE id = $2")
             .bind(after.valid_until)
             .bind(id)
             .execute(&mut *tx)
@@ -488,7 +488,7 @@ impl Registry {
     ) -> Result<Record> {
         let mut tx = self.pool.begin().await?;
         let exists =
-            sqlx::query("SELECT 1 FROM apps WHERE id = ?").bind(app_id).fetch_optional(&mut *tx).await?;
+            sqlx::query("SELECT 1 FROM apps WHERE id = $1").bind(app_id).fetch_optional(&mut *tx).await?;
         if exists.is_none() {
             return Err(RegistryError::NotFound { kind: "app", id: app_id.into() });
         }
@@ -500,7 +500,7 @@ impl Registry {
             valid_until: None,
             created_at: self.now_ms(),
         };
-        sqlx::query("INSERT INTO capacity_windows (id, app_id, body, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO capacity_windows (id, app_id, body, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&record.id)
             .bind(app_id)
             .bind(body.to_string())
@@ -524,8 +524,8 @@ impl Registry {
     /// Live capacity windows, optionally of one app, oldest first.
     pub async fn windows(&self, app_id: Option<&str>) -> Result<Vec<Record>> {
         let rows = sqlx::query(
-            "SELECT id, app_id AS owner_id, body, NULL AS valid_from, NULL AS valid_until, created_at
-             FROM capacity_windows WHERE deleted_at IS NULL AND (? IS NULL OR app_id = ?) ORDER BY created_at, id",
+            "SELECT id, app_id AS owner_id, body, CAST(NULL AS BIGINT) AS valid_from, CAST(NULL AS BIGINT) AS valid_until, created_at
+             FROM capacity_windows WHERE deleted_at IS NULL AND (CAST($1 AS TEXT) IS NULL OR app_id = $2) ORDER BY created_at, id",
         )
         .bind(app_id)
         .bind(app_id)
@@ -538,15 +538,15 @@ impl Registry {
     pub async fn delete_window(&self, id: &str, actor: &Actor, reason: Option<&str>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let before = sqlx::query(
-            "SELECT id, app_id AS owner_id, body, NULL AS valid_from, NULL AS valid_until, created_at
-             FROM capacity_windows WHERE id = ? AND deleted_at IS NULL",
+            "SELECT id, app_id AS owner_id, body, CAST(NULL AS BIGINT) AS valid_from, CAST(NULL AS BIGINT) AS valid_until, created_at
+             FROM capacity_windows WHERE id = $1 AND deleted_at IS NULL",
         )
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?
         .map(|r| record_from_row(&r))
         .ok_or_else(|| RegistryError::NotFound { kind: "window", id: id.into() })?;
-        sqlx::query("UPDATE capacity_windows SET deleted_at = ? WHERE id = ?")
+        sqlx::query("UPDATE capacity_windows SET deleted_at = $1 WHERE id = $2")
             .bind(self.now_ms())
             .bind(id)
             .execute(&mut *tx)
@@ -558,7 +558,7 @@ impl Registry {
     }
 }
 
-fn record_from_row(r: &SqliteRow) -> Record {
+fn record_from_row(r: &AnyRow) -> Record {
     Record {
         id: r.get("id"),
         owner_id: r.get("owner_id"),
@@ -569,8 +569,8 @@ fn record_from_row(r: &SqliteRow) -> Record {
     }
 }
 
-async fn account_in(tx: &mut sqlx::SqliteConnection, id: &str) -> Result<Account> {
-    sqlx::query("SELECT * FROM accounts WHERE id = ?")
+async fn account_in(tx: &mut sqlx::AnyConnection, id: &str) -> Result<Account> {
+    sqlx::query("SELECT * FROM accounts WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?

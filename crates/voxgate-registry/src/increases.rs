@@ -3,7 +3,7 @@
 use crate::{Actor, Registry, RegistryError, Result, json};
 use serde::Serialize;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 /// A limit-increase request as stored. Status names and transitions are the server's
 /// (see `voxgate_core::increase`); the registry keeps them and their audit trail.
@@ -29,14 +29,14 @@ pub struct IncreaseRequest {
     pub decided_by: Option<String>,
 }
 
-fn parse(r: &SqliteRow, col: &str) -> serde_json::Value {
+fn parse(r: &AnyRow, col: &str) -> serde_json::Value {
     r.get::<Option<String>, _>(col)
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or(serde_json::Value::Null)
 }
 
 impl IncreaseRequest {
-    fn from_row(r: &SqliteRow) -> IncreaseRequest {
+    fn from_row(r: &AnyRow) -> IncreaseRequest {
         let granted = parse(r, "granted");
         IncreaseRequest {
             id: r.get("id"),
@@ -91,7 +91,7 @@ impl Registry {
             "INSERT INTO increase_requests (id, app_id, account_id, service, dimension, requested, granted,
                  business_case, justification, contact_email, sizing, evidence, status, reason, grant_expires_at,
                  created_at, updated_at, decided_by)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         )
         .bind(&r.id)
         .bind(&r.app_id)
@@ -128,7 +128,7 @@ impl Registry {
     }
 
     pub async fn increase_request(&self, id: &str) -> Result<IncreaseRequest> {
-        sqlx::query("SELECT * FROM increase_requests WHERE id = ?")
+        sqlx::query("SELECT * FROM increase_requests WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -143,7 +143,7 @@ impl Registry {
         statuses: &[&str],
     ) -> Result<Vec<IncreaseRequest>> {
         let rows = sqlx::query(
-            "SELECT * FROM increase_requests WHERE (? IS NULL OR app_id = ?) ORDER BY created_at, id",
+            "SELECT * FROM increase_requests WHERE (CAST($1 AS TEXT) IS NULL OR app_id = $2) ORDER BY created_at, id",
         )
         .bind(app_id)
         .bind(app_id)
@@ -167,7 +167,7 @@ impl Registry {
         actor: &Actor,
     ) -> Result<IncreaseRequest> {
         let mut tx = self.pool.begin().await?;
-        let before = sqlx::query("SELECT * FROM increase_requests WHERE id = ?")
+        let before = sqlx::query("SELECT * FROM increase_requests WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
@@ -196,8 +196,8 @@ impl Registry {
             after.decided_by = Some(actor.0.clone());
         }
         sqlx::query(
-            "UPDATE increase_requests SET status = ?, granted = ?, reason = ?, grant_expires_at = ?, updated_at = ?,
-                 decided_by = ? WHERE id = ?",
+            "UPDATE increase_requests SET status = $1, granted = $2, reason = $3, grant_expires_at = $4, updated_at = $5,
+                 decided_by = $6 WHERE id = $7",
         )
         .bind(&after.status)
         .bind(after.granted.as_ref().map(|g| g.to_string()))
@@ -225,10 +225,10 @@ impl Registry {
     /// Usage statistics of one app and service in `[from, to)` (Unix seconds).
     pub async fn usage_stats(&self, app_id: &str, service: &str, from: i64, to: i64) -> Result<UsageStats> {
         let rows = sqlx::query(
-            "SELECT minute, SUM(allowed) AS allowed, SUM(refused_rate) AS r0, SUM(refused_quota) AS r1,
-                    SUM(refused_concurrency) AS r2, SUM(refused_suspended) AS r3, SUM(refused_capacity) AS r4,
-                    SUM(units_milli) AS units, SUM(peak_per_second) AS pps
-             FROM usage_minute WHERE app_id = ? AND service = ? AND minute >= ? AND minute < ?
+            "SELECT minute, CAST(SUM(allowed) AS BIGINT) AS allowed, CAST(SUM(refused_rate) AS BIGINT) AS r0, CAST(SUM(refused_quota) AS BIGINT) AS r1,
+                    CAST(SUM(refused_concurrency) AS BIGINT) AS r2, CAST(SUM(refused_suspended) AS BIGINT) AS r3, CAST(SUM(refused_capacity) AS BIGINT) AS r4,
+                    CAST(SUM(units_milli) AS BIGINT) AS units, CAST(SUM(peak_per_second) AS BIGINT) AS pps
+             FROM usage_minute WHERE app_id = $1 AND service = $2 AND minute >= $3 AND minute < $4
              GROUP BY minute",
         )
         .bind(app_id)
@@ -299,7 +299,7 @@ impl Registry {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO adjustments (app_id, service, dimension, factor, high_since, low_since, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (app_id, service, dimension) DO UPDATE SET factor = excluded.factor,
                  high_since = excluded.high_since, low_since = excluded.low_since, updated_at = excluded.updated_at",
         )

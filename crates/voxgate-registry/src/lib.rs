@@ -18,8 +18,9 @@ pub use usage::{REFUSAL_COLUMNS, Step, UsageBucket, UsageRow};
 
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Executor, Row};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,10 +45,18 @@ pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 /// The registry. Cheap to clone: it is a connection pool.
 #[derive(Clone)]
 pub struct Registry {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     /// Unix ms for `created_at`, `updated_at`, audit entries and plan history. The server
     /// passes its own clock, so everything it records agrees with its decisions.
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+/// Which database holds the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 /// Who made a change, as the audit log records it: `admin`, `system`, `app:<id>`.
@@ -79,21 +88,55 @@ pub fn hash_key(key: &str) -> String {
 }
 
 impl Registry {
-    /// Opens (creating if needed) the registry in `data_dir/voxgate.db` and migrates it.
+    /// Opens (creating if needed) the embedded registry in `data_dir/voxgate.db` and
+    /// migrates it.
     pub async fn open(data_dir: &Path) -> Result<Registry> {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| RegistryError::DataDir { path: data_dir.to_owned(), source })?;
-        let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("voxgate.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed change survives power loss, not only a process crash.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Registry { pool, clock: Arc::new(wall_clock_ms) })
+        let url = format!("sqlite://{}?mode=rwc", data_dir.join("voxgate.db").display());
+        Registry::connect(&url).await
+    }
+
+    /// Connects to `sqlite://…` or `postgres://…` and migrates the schema. One registry may
+    /// serve many voxgate nodes on PostgreSQL.
+    pub async fn connect(url: &str) -> Result<Registry> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(RegistryError::Conflict(format!(
+                "unsupported registry URL `{url}`: use sqlite:// or postgres://"
+            )));
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL with FULL sync: a committed change survives power loss, not only a
+                        // process crash; readers never block the writer.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+                             PRAGMA busy_timeout = 5000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = options.connect(url).await?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Registry { pool, backend, clock: Arc::new(wall_clock_ms) })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Uses `clock` (Unix ms) for every time the registry records.
@@ -113,7 +156,7 @@ impl Registry {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn audit(
         &self,
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut sqlx::AnyConnection,
         actor: &Actor,
         action: &str,
         subject: (&str, &str),
@@ -123,7 +166,7 @@ impl Registry {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO audit_log (at, actor, action, subject_kind, subject_id, before, after, reason)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(self.now_ms())
         .bind(&actor.0)
@@ -162,7 +205,7 @@ impl Registry {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (id, name, verification_level, time_zone, status, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&account.id)
         .bind(&account.name)
@@ -191,7 +234,7 @@ impl Registry {
     }
 
     pub async fn account(&self, id: &str) -> Result<Account> {
-        sqlx::query("SELECT * FROM accounts WHERE id = ?")
+        sqlx::query("SELECT * FROM accounts WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -223,7 +266,7 @@ impl Registry {
         };
         let key = format!("vgk_{}", random_hex(24));
         let mut tx = self.pool.begin().await?;
-        let account_exists = sqlx::query("SELECT 1 FROM accounts WHERE id = ?")
+        let account_exists = sqlx::query("SELECT 1 FROM accounts WHERE id = $1")
             .bind(&app.account_id)
             .fetch_optional(&mut *tx)
             .await?
@@ -233,7 +276,7 @@ impl Registry {
         }
         let inserted = sqlx::query(
             "INSERT INTO apps (id, account_id, name, plan, status, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&app.id)
         .bind(&app.account_id)
@@ -247,13 +290,13 @@ impl Registry {
         if inserted.rows_affected() == 0 {
             return Err(RegistryError::Conflict(format!("app `{}` already exists", app.id)));
         }
-        sqlx::query("INSERT INTO plan_history (app_id, plan, from_ms) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO plan_history (app_id, plan, from_ms) VALUES ($1, $2, $3)")
             .bind(&app.id)
             .bind(&app.plan)
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO api_keys (key_hash, app_id, prefix, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO api_keys (key_hash, app_id, prefix, created_at) VALUES ($1, $2, $3, $4)")
             .bind(hash_key(&key))
             .bind(&app.id)
             .bind(&key[..8])
@@ -266,7 +309,7 @@ impl Registry {
     }
 
     pub async fn app(&self, id: &str) -> Result<App> {
-        sqlx::query("SELECT * FROM apps WHERE id = ?")
+        sqlx::query("SELECT * FROM apps WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -288,7 +331,7 @@ impl Registry {
         reason: Option<&str>,
     ) -> Result<App> {
         let mut tx = self.pool.begin().await?;
-        let before = sqlx::query("SELECT * FROM apps WHERE id = ?")
+        let before = sqlx::query("SELECT * FROM apps WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
@@ -308,16 +351,18 @@ impl Registry {
             return Ok(before);
         }
         after.updated_at = self.now_ms();
-        sqlx::query("UPDATE apps SET plan = ?, status = ?, spending_cap = ?, updated_at = ? WHERE id = ?")
-            .bind(&after.plan)
-            .bind(after.status.as_str())
-            .bind(&after.spending_cap)
-            .bind(after.updated_at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE apps SET plan = $1, status = $2, spending_cap = $3, updated_at = $4 WHERE id = $5",
+        )
+        .bind(&after.plan)
+        .bind(after.status.as_str())
+        .bind(&after.spending_cap)
+        .bind(after.updated_at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         if after.plan != before.plan {
-            sqlx::query("INSERT INTO plan_history (app_id, plan, from_ms) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO plan_history (app_id, plan, from_ms) VALUES ($1, $2, $3)")
                 .bind(id)
                 .bind(&after.plan)
                 .bind(after.updated_at)
@@ -352,11 +397,13 @@ impl Registry {
     pub async fn audit_log(&self, subject: Option<(&str, &str)>) -> Result<Vec<AuditEntry>> {
         let rows = match subject {
             Some((kind, id)) => {
-                sqlx::query("SELECT * FROM audit_log WHERE subject_kind = ? AND subject_id = ? ORDER BY seq")
-                    .bind(kind)
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?
+                sqlx::query(
+                    "SELECT * FROM audit_log WHERE subject_kind = $1 AND subject_id = $2 ORDER BY seq",
+                )
+                .bind(kind)
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?
             }
             None => sqlx::query("SELECT * FROM audit_log ORDER BY seq").fetch_all(&self.pool).await?,
         };
@@ -365,15 +412,25 @@ impl Registry {
 
     /// A value from the registry's small key-value table (e.g. the node id).
     pub async fn meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query("SELECT value FROM meta WHERE key = ?")
+        Ok(sqlx::query("SELECT value FROM meta WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?
             .map(|r| r.get("value")))
     }
 
+    /// Sets a value unless one is there already (the first node to start wins).
+    pub async fn set_meta_if_absent(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(key)
             .bind(value)
             .execute(&self.pool)
@@ -401,6 +458,16 @@ impl Registry {
 
 impl Registry {
     /// Checks that the database answers.
+    /// The sequence number of the newest audit entry: every change writes one, so a node
+    /// that sees it move knows to rebuild its view (how nodes sharing one registry learn of
+    /// each other's changes).
+    pub async fn last_change(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS seq FROM audit_log")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get("seq"))
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 /// Whether an account or app may make calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -45,7 +45,7 @@ pub struct Account {
 }
 
 impl Account {
-    pub(crate) fn from_row(r: &SqliteRow) -> Account {
+    pub(crate) fn from_row(r: &AnyRow) -> Account {
         Account {
             id: r.get("id"),
             name: r.get("name"),
@@ -88,7 +88,7 @@ pub struct App {
 }
 
 impl App {
-    pub(crate) fn from_row(r: &SqliteRow) -> App {
+    pub(crate) fn from_row(r: &AnyRow) -> App {
         App {
             id: r.get("id"),
             account_id: r.get("account_id"),
@@ -132,7 +132,7 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
-    pub(crate) fn from_row(r: &SqliteRow) -> AuditEntry {
+    pub(crate) fn from_row(r: &AnyRow) -> AuditEntry {
         let parse = |col: &str| r.get::<Option<String>, _>(col).and_then(|s| serde_json::from_str(&s).ok());
         AuditEntry {
             seq: r.get("seq"),

@@ -84,16 +84,17 @@ impl Registry {
             sqlx::query(
                 "INSERT INTO usage_minute (app_id, service, minute, node_id, allowed, refused_rate, refused_quota,
                      refused_concurrency, refused_suspended, refused_capacity, units_milli, peak_per_second)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                  ON CONFLICT (app_id, service, minute, node_id) DO UPDATE SET
-                     allowed = allowed + excluded.allowed,
-                     refused_rate = refused_rate + excluded.refused_rate,
-                     refused_quota = refused_quota + excluded.refused_quota,
-                     refused_concurrency = refused_concurrency + excluded.refused_concurrency,
-                     refused_suspended = refused_suspended + excluded.refused_suspended,
-                     refused_capacity = refused_capacity + excluded.refused_capacity,
-                     units_milli = units_milli + excluded.units_milli,
-                     peak_per_second = MAX(peak_per_second, excluded.peak_per_second)",
+                     allowed = usage_minute.allowed + excluded.allowed,
+                     refused_rate = usage_minute.refused_rate + excluded.refused_rate,
+                     refused_quota = usage_minute.refused_quota + excluded.refused_quota,
+                     refused_concurrency = usage_minute.refused_concurrency + excluded.refused_concurrency,
+                     refused_suspended = usage_minute.refused_suspended + excluded.refused_suspended,
+                     refused_capacity = usage_minute.refused_capacity + excluded.refused_capacity,
+                     units_milli = usage_minute.units_milli + excluded.units_milli,
+                     peak_per_second = CASE WHEN usage_minute.peak_per_second > excluded.peak_per_second
+                         THEN usage_minute.peak_per_second ELSE excluded.peak_per_second END",
             )
             .bind(&r.app_id)
             .bind(&r.service)
@@ -117,8 +118,8 @@ impl Registry {
     /// Units used by one app per service in `[from, to)` (Unix seconds), over all nodes.
     pub async fn units_by_service(&self, app_id: &str, from: i64, to: i64) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
-            "SELECT service, SUM(units_milli) AS units FROM usage_minute
-             WHERE app_id = ? AND minute >= ? AND minute < ? GROUP BY service",
+            "SELECT service, CAST(SUM(units_milli) AS BIGINT) AS units FROM usage_minute
+             WHERE app_id = $1 AND minute >= $2 AND minute < $3 GROUP BY service",
         )
         .bind(app_id)
         .bind(from)
@@ -140,12 +141,12 @@ impl Registry {
         tz: &TimeZone,
     ) -> Result<Vec<UsageBucket>> {
         let rows = sqlx::query(
-            "SELECT service, minute, SUM(allowed) AS allowed, SUM(refused_rate) AS refused_rate,
-                    SUM(refused_quota) AS refused_quota, SUM(refused_concurrency) AS refused_concurrency,
-                    SUM(refused_suspended) AS refused_suspended, SUM(refused_capacity) AS refused_capacity,
-                    SUM(units_milli) AS units_milli
+            "SELECT service, minute, CAST(SUM(allowed) AS BIGINT) AS allowed, CAST(SUM(refused_rate) AS BIGINT) AS refused_rate,
+                    CAST(SUM(refused_quota) AS BIGINT) AS refused_quota, CAST(SUM(refused_concurrency) AS BIGINT) AS refused_concurrency,
+                    CAST(SUM(refused_suspended) AS BIGINT) AS refused_suspended, CAST(SUM(refused_capacity) AS BIGINT) AS refused_capacity,
+                    CAST(SUM(units_milli) AS BIGINT) AS units_milli
              FROM usage_minute
-             WHERE app_id = ? AND minute >= ? AND minute < ? AND (? IS NULL OR service = ?)
+             WHERE app_id = $1 AND minute >= $2 AND minute < $3 AND (CAST($4 AS TEXT) IS NULL OR service = $5)
              GROUP BY service, minute ORDER BY minute, service",
         )
         .bind(app_id)

@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// `kill -9` can lose.
     #[arg(long, env = "VOXGATE_FLUSH_INTERVAL_MS", default_value_t = 1000)]
     pub flush_interval_ms: u64,
+    /// The registry (accounts, apps, plans, requests, audit, usage): the embedded SQLite in the
+    /// data directory when omitted, or `postgres://user@host:port/db` shared by many nodes.
+    #[arg(long, env = "VOXGATE_REGISTRY")]
+    pub registry: Option<String>,
     /// Where counters live: `memory` (this process), `redis://host:port[/db]`, or
     /// `redis+cluster://h1:p1,h2:p2,h3:p3` (shared by every node using the same Redis).
     #[arg(long, env = "VOXGATE_COUNTERS", default_value = "memory")]
@@ -91,6 +95,8 @@ pub struct Config {
     pub demo: bool,
     /// `None` for in-memory counters, else the Redis URL.
     pub counters: Option<String>,
+    /// `None` for the embedded SQLite registry, else a PostgreSQL URL.
+    pub registry: Option<String>,
     pub store_timeout: Duration,
     pub nodes: u32,
 }
@@ -122,6 +128,11 @@ impl Config {
             }
             other => bail!("--counters `{other}` must be `memory`, `redis://…` or `redis+cluster://…`"),
         };
+        if let Some(url) = &args.registry
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            bail!("--registry `{url}` must be a postgres:// URL (omit it for the embedded SQLite registry)");
+        }
         if !(1..=10_000).contains(&args.store_timeout_ms) {
             bail!("--store-timeout-ms must be between 1 and 10000");
         }
@@ -141,6 +152,7 @@ impl Config {
             flush_interval: Duration::from_millis(args.flush_interval_ms),
             demo: !args.no_demo,
             counters,
+            registry: args.registry,
             store_timeout: Duration::from_millis(args.store_timeout_ms),
             nodes: args.nodes,
         })
@@ -158,6 +170,7 @@ impl Config {
             flush_interval: Duration::from_millis(1000),
             demo: true,
             counters: None,
+            registry: None,
             store_timeout: Duration::from_millis(50),
             nodes: 1,
         }

@@ -19,6 +19,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     println!("  data directory:   {}", data_dir.display());
     println!("  catalogue:        {catalogue_source}");
     println!("  counters:         {}", state.config.counters.as_deref().unwrap_or("memory (this process)"));
+    println!(
+        "  registry:         {}",
+        state
+            .config
+            .registry
+            .as_deref()
+            .map_or_else(|| "embedded SQLite in the data directory".to_string(), redact)
+    );
     match &boot.admin_token_file {
         Some(path) => println!("  admin token file: {}", path.display()),
         None => println!("  admin token:      from VOXGATE_ADMIN_TOKEN / --admin-token"),
@@ -37,6 +45,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let flusher = tokio::spawn(flush_loop(state.clone(), stopped));
     let scheduler = tokio::spawn(schedule_loop(state.clone()));
     let deliverer = tokio::spawn(crate::alerts::delivery_loop(state.clone()));
+    let watcher = tokio::spawn(watch_changes(state.clone()));
     let app = crate::router(state.clone());
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server error")?;
 
@@ -46,11 +55,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = flusher.await;
     scheduler.abort();
     deliverer.abort();
+    watcher.abort();
     let rows = state.flush().await.context("final usage flush failed")?;
     tracing::info!(rows, "flushed usage on shutdown");
     state.registry.close().await;
     println!("voxgate stopped; usage flushed ({rows} rows)");
     Ok(())
+}
+
+/// A URL without its password, for printing.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// Flushes usage every interval until told to stop; only ever stops between flushes.
@@ -96,6 +120,27 @@ async fn schedule_loop(state: Arc<AppState>) {
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_millis(wait_ms)) => {}
             _ = state.rebuilt.notified() => {}
+        }
+    }
+}
+
+/// Rebuilds the snapshot when the registry changed under this node (another node sharing
+/// the registry made a change): polls the newest audit sequence every half second, so a
+/// change reaches every node within a second.
+pub async fn watch_changes(state: Arc<AppState>) {
+    let mut seen = state.registry.last_change().await.unwrap_or(0);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        match state.registry.last_change().await {
+            Ok(now) if now != seen => {
+                if let Err(e) = state.reload().await {
+                    tracing::warn!(error = %e, "rebuilding after a registry change failed; will retry");
+                    continue;
+                }
+                seen = now;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the registry's change marker"),
         }
     }
 }

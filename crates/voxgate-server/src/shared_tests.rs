@@ -1,5 +1,6 @@
-//! Two voxgate nodes sharing counters through a real Redis that the test starts itself, and
-//! what each failure policy does when that Redis stops.
+//! voxgate nodes sharing counters through a real Redis that the test starts itself (and
+//! what each failure policy does when that Redis stops), and sharing one PostgreSQL registry
+//! (a database of the test's own on the local server).
 
 use crate::config::Config;
 use crate::state::AppState;
@@ -127,4 +128,143 @@ async fn two_nodes_share_limits_and_each_failure_policy_holds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!b.store.degraded());
+}
+
+/// The PostgreSQL server tests use: `VOXGATE_TEST_POSTGRES` or the local one (trust auth).
+fn pg_base() -> String {
+    std::env::var("VOXGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+async fn pg_admin(sql: &str) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&format!("{}/postgres", pg_base()))
+        .await
+        .expect("PostgreSQL must be running (scripts/services.sh starts it)");
+    sqlx::query(sql).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+const SHARED: &str = r#"
+[defaults]
+tier = "t"
+plan = "small"
+[services.asr]
+unit = "audio_second"
+[tiers.t]
+limits.asr = { concurrency = { max = 2, lease_ttl_s = 1 } }
+[plans.small]
+limits.asr = { daily = 60 }
+[plans.big]
+limits.asr = { daily = 600 }
+"#;
+
+async fn call(
+    state: &Arc<AppState>,
+    method: &str,
+    uri: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", "Bearer test-admin-token-0123456789")
+        .body(axum::body::Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+        .unwrap();
+    let res = crate::router(state.clone()).oneshot(req).await.unwrap();
+    let status = res.status().as_u16();
+    let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+async fn daily_limit(state: &Arc<AppState>, app: &str) -> f64 {
+    let (_, limits) = call(state, "GET", &format!("/v1/apps/{app}/limits"), None).await;
+    limits["limits"].as_array().unwrap().iter().find(|l| l["dimension"] == "daily").unwrap()["limit"]
+        .as_f64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_one_registry_and_one_redis() {
+    let redis = Redis::start();
+    let db = format!("vg_nodes_{:016x}", rand::random::<u64>());
+    pg_admin(&format!("CREATE DATABASE {db}")).await;
+    let registry = format!("{}/{db}", pg_base());
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for dir in &dirs {
+        let mut config = Config::for_tests(dir.path());
+        config.counters = Some(format!("redis://127.0.0.1:{}", redis.port));
+        config.registry = Some(registry.clone());
+        config.nodes = 3;
+        config.catalogue = Arc::new(voxgate_core::Catalogue::parse(SHARED).unwrap());
+        let clock: crate::state::Clock = Arc::new(|| Timestamp::from_jiff(jiff::Timestamp::now()));
+        let state = AppState::open(config, clock).await.unwrap().0;
+        tokio::spawn(crate::serve::watch_changes(state.clone()));
+        nodes.push(state);
+    }
+    // One demo app for all: created by the first node only.
+    assert_eq!(nodes[2].registry.apps().await.unwrap().len(), 1);
+    let node_ids: std::collections::HashSet<_> = nodes.iter().map(|n| n.node_id.clone()).collect();
+    assert_eq!(node_ids.len(), 3, "each node meters under its own id");
+
+    // Spread 90 calls of 1 unit over the nodes: exactly the daily 60 pass, as on one node.
+    let mut allowed = 0;
+    for i in 0..90 {
+        if check(&nodes[i % 3], "asr", 1.0).await.0 == 200 {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 60);
+
+    // A plan change on node 1 is in force on nodes 2 and 3 within a second.
+    let (status, _) =
+        call(&nodes[0], "PATCH", "/v1/apps/demo", Some(serde_json::json!({ "plan": "big" }))).await;
+    assert_eq!(status, 200);
+    let changed = Instant::now();
+    for n in &nodes[1..] {
+        while daily_limit(n, "demo").await != 600.0 {
+            assert!(changed.elapsed() < Duration::from_secs(1), "change not seen within a second");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(check(&nodes[2], "asr", 1.0).await.0, 200);
+
+    // A node dies holding both leases; the others can take them once they expire (1 s).
+    let lease = |n: &Arc<AppState>| {
+        let n = n.clone();
+        async move {
+            call(&n, "POST", "/v1/leases", Some(serde_json::json!({ "app_id": "demo", "service": "asr" })))
+                .await
+                .0
+        }
+    };
+    assert_eq!(lease(&nodes[0]).await, 201);
+    assert_eq!(lease(&nodes[0]).await, 201);
+    // It had flushed its usage before it died (a crash loses at most one flush interval).
+    let dead = nodes.remove(0);
+    dead.flush().await.unwrap();
+    drop(dead);
+    assert_eq!(lease(&nodes[0]).await, 429, "the dead node's leases still count");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(lease(&nodes[0]).await, 201);
+    assert_eq!(lease(&nodes[1]).await, 201);
+
+    // Usage from all nodes adds up without double counting.
+    for n in &nodes {
+        n.flush().await.unwrap();
+    }
+    let (_, usage) = call(&nodes[1], "GET", "/v1/apps/demo/usage?service=asr&step=day", None).await;
+    let sum = |field: &str| -> u64 {
+        usage["series"].as_array().unwrap().iter().map(|b| b[field].as_u64().unwrap_or(0)).sum()
+    };
+    let refused: u64 =
+        usage["series"].as_array().unwrap().iter().map(|b| b["refused"]["quota"].as_u64().unwrap()).sum();
+    // 60 checks, 1 after the plan change, 4 leases; refused: 30 by the quota.
+    assert_eq!((sum("allowed"), refused), (65, 30), "{usage}");
+    for n in nodes {
+        n.registry.close().await;
+    }
+    pg_admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
 }

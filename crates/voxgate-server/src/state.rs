@@ -103,10 +103,17 @@ impl AppState {
     pub async fn open(config: Config, clock: Clock) -> anyhow::Result<(Arc<AppState>, Bootstrap)> {
         let mut boot = Bootstrap::default();
         let registry_clock = clock.clone();
-        let registry = Registry::open(&config.data_dir)
-            .await
-            .with_context(|| format!("cannot open the registry in {}", config.data_dir.display()))?
-            .with_clock(Arc::new(move || registry_clock().millis()));
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+        let registry = match &config.registry {
+            None => Registry::open(&config.data_dir)
+                .await
+                .with_context(|| format!("cannot open the registry in {}", config.data_dir.display()))?,
+            Some(url) => {
+                Registry::connect(url).await.with_context(|| format!("cannot open the registry {url}"))?
+            }
+        }
+        .with_clock(Arc::new(move || registry_clock().millis()));
         let admin_token = match &config.admin_token {
             Some(t) => t.clone(),
             None => {
@@ -115,15 +122,31 @@ impl AppState {
                 token
             }
         };
-        let node_id = match registry.meta("node_id").await? {
-            Some(id) => id,
-            None => {
+        // Each node writes its usage under its own id. The embedded registry kept it in its
+        // meta table (one node per database); a shared registry needs it per data directory.
+        let node_id = match (&config.registry, registry.meta("node_id").await?) {
+            (None, Some(id)) => id,
+            (None, None) => {
                 let id = format!("node_{:016x}", rand::random::<u64>());
                 registry.set_meta("node_id", &id).await?;
                 id
             }
+            (Some(_), _) => secret_file(&config.data_dir, "node-id", "node")?.0,
         };
-        let identity_key = secret_file(&config.data_dir, "identity-key", "vgi")?.0.into_bytes();
+        // Identity numbers must hash alike on every node sharing a registry, so a shared
+        // registry keeps the key itself; the embedded one keeps it beside the database.
+        let identity_key = match &config.registry {
+            None => secret_file(&config.data_dir, "identity-key", "vgi")?.0,
+            Some(_) => match registry.meta("identity_key").await? {
+                Some(k) => k,
+                None => {
+                    let k = format!("vgi_{}", hex::encode(rand::random::<[u8; 24]>()));
+                    registry.set_meta_if_absent("identity_key", &k).await?;
+                    registry.meta("identity_key").await?.unwrap_or(k)
+                }
+            },
+        }
+        .into_bytes();
         let store = match &config.counters {
             None => Counters::Memory(MemoryStore::new(config.catalogue.services.len())),
             Some(url) => {
