@@ -87,11 +87,16 @@ impl AppState {
                             "period_start": Timestamp::from_secs(window.start).to_jiff().to_string(),
                             "resets_at": Timestamp::from_secs(window.end).to_jiff().to_string(),
                         });
-                        queued += self
+                        let added = self
                             .registry
                             .enqueue_alert(&view.account_id, &dedupe, "quota.threshold", &payload)
                             .await?;
-                        self.alerted.lock().insert(dedupe);
+                        queued += added;
+                        // Remembered only once queued: a webhook added later in the period
+                        // still gets the alert.
+                        if added > 0 {
+                            self.alerted.lock().insert(dedupe);
+                        }
                     }
                 }
             }

@@ -148,7 +148,13 @@ pub async fn submit(
         mean_per_second: w.mean_per_second,
         peak_per_second: w.peak_per_second as f64,
     });
-
+    if req.dimension == Dimension::Concurrency && req.business_case.session_length_s.is_none() {
+        return Err(ApiError::invalid_field(
+            "invalid_business_case",
+            "business_case.session_length_s",
+            "`business_case.session_length_s` is needed to size concurrency (Little's law)",
+        ));
+    }
     let sizing = req.business_case.size(observed).map_err(|e| {
         ApiError::invalid_field(
             "invalid_business_case",
@@ -262,7 +268,15 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let r = state.registry.increase_request(&id).await.map_err(unknown)?;
+    // Who is asking comes first, so an unknown id tells nothing to someone who may not look.
+    if caller == Caller::Anonymous {
+        return Err(ApiError::unauthorized());
+    }
+    let found = state.registry.increase_request(&id).await;
+    if caller != Caller::Admin && matches!(found, Err(voxgate_registry::RegistryError::NotFound { .. })) {
+        return Err(ApiError::forbidden("an app key may act only for its own account"));
+    }
+    let r = found.map_err(unknown)?;
     caller.may_act_for_account(&state, &r.account_id)?;
     Ok(Json(r).into_response())
 }
@@ -362,6 +376,16 @@ pub async fn approve(
 ) -> Result<Response, ApiError> {
     let reason = need_reason(&req.reason)?;
     let r = state.registry.increase_request(&id).await.map_err(unknown)?;
+    // The status decides first: a request that is no longer pending is a conflict, whatever
+    // the values.
+    let status = Status::parse(&r.status).unwrap_or(Status::Denied);
+    if !increase::sources(Action::Approve { partial: false }).contains(&status) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("increase request `{id}` is {}; approving needs it to be pending_review", r.status),
+        ));
+    }
     let dim: Dimension =
         serde_json::from_value(serde_json::json!(r.dimension)).map_err(ApiError::internal)?;
     let requested = parse_value(&state.catalogue, &r.service, dim, "requested", &r.requested)
@@ -377,7 +401,26 @@ pub async fn approve(
         ));
     }
     let partial = granted.primary() < requested.primary();
+    let current = state.snapshot.load().apps.get(&r.app_id).and_then(|app| {
+        state.catalogue.service(&r.service).and_then(|idx| value_of(app.limits.service(idx), dim))
+    });
+    if let Some(c) = current
+        && granted.primary() <= c.primary()
+    {
+        return Err(ApiError::invalid_field(
+            "not_an_increase",
+            "granted",
+            format!("the app's current {} limit is already {}; grant more or deny", r.dimension, c.primary()),
+        ));
+    }
     let expires = expiry(&state, "expires_at", req.expires_at.as_deref(), req.probation_days)?;
+    if expires.is_some_and(|t| t <= state.now().millis()) {
+        return Err(ApiError::invalid_field(
+            "invalid_time",
+            "expires_at",
+            "`expires_at` must be in the future",
+        ));
+    }
     let change = IncreaseChange {
         status: if partial { "partially_approved" } else { "approved" },
         granted: Some(granted_json),
