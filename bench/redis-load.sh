@@ -16,7 +16,7 @@ trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true' EXIT
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, redis $(redis-server --version | sed -E 's/.*v=([0-9.]+).*/\1/'), $CALLERS callers, ${SECONDS_PER_RUN}s"
-incr=$(redis-benchmark -p "$PORT" -t incr -c "$CALLERS" -n $((CALLERS * 4000)) -q | tr -d '\r' | grep -i incr | tail -1)
+incr=$(redis-benchmark -p "$PORT" -t incr -c "$CALLERS" -n $((CALLERS * 4000)) -q | tr '\r' '\n' | grep "requests per second" | tail -1)
 echo "redis-benchmark INCR (1 round trip each): $incr"
-./target/release/examples/redis_load "redis://127.0.0.1:$PORT" "$CALLERS" "$SECONDS_PER_RUN" 1000 | sed 's/^RESULT/voxgate redis store, 1000 apps:/'
-./target/release/examples/redis_load "redis://127.0.0.1:$PORT" "$CALLERS" "$SECONDS_PER_RUN" 1 | sed 's/^RESULT/voxgate redis store, 1 hot app:/'
+"${CARGO_TARGET_DIR:-target}"/release/examples/redis_load "redis://127.0.0.1:$PORT" "$CALLERS" "$SECONDS_PER_RUN" 1000 | sed 's/^RESULT/voxgate redis store, 1000 apps:/'
+"${CARGO_TARGET_DIR:-target}"/release/examples/redis_load "redis://127.0.0.1:$PORT" "$CALLERS" "$SECONDS_PER_RUN" 1 | sed 's/^RESULT/voxgate redis store, 1 hot app:/'
