@@ -6,6 +6,14 @@ set -euo pipefail
 
 APT_PACKAGES=(redis-server redis-tools)
 PIP_PACKAGES=()
+# The Envoy rate limit service test: grpcio and the stubs generated from Envoy's own protos.
+PIP_PACKAGES+=(grpcio xds-protos)
+# Forward-auth: a real nginx (auth_request) in front of a test upstream.
+APT_PACKAGES+=(nginx)
+# /metrics: parsed with the Prometheus project's Python parsers.
+PIP_PACKAGES+=(prometheus_client)
+# The OpenAPI test: schemathesis fuzzes the live server from its /openapi.json (4.x CLI flags).
+PIP_PACKAGES+=("schemathesis>=4.32,<5")
 
 missing_apt=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -127,6 +127,97 @@ pub struct Catalogue {
     pub sectors: Vec<String>,
     /// Rules for automatic approval of limit increases.
     pub increase_policy: crate::increase::Policy,
+    /// How Envoy rate limit descriptors map to apps, services and costs.
+    pub rls: Rls,
+    /// How forward-auth (`/v1/authorize`) finds the key, the service and the units.
+    pub forward_auth: ForwardAuth,
+}
+
+/// What a descriptor's hit count stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HitsAs {
+    /// Hits are requests (the rate limit); units come from the units entry, if any.
+    #[default]
+    Requests,
+    /// Hits are units of the service (the quotas); each descriptor is one request.
+    Units,
+}
+
+/// What the rate limit service answers for a descriptor it cannot map to an app and a
+/// service of the catalogue (no such app or key, no such service, entries missing, another
+/// domain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownPolicy {
+    /// Let it through (`OK`): voxgate limits only what it knows.
+    #[default]
+    Ok,
+    /// Refuse it (`OVER_LIMIT`).
+    OverLimit,
+}
+
+/// The `[rls]` table: how the Envoy rate limit service reads descriptors. Each descriptor is
+/// a list of `(key, value)` entries; these name the keys whose values voxgate reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rls {
+    /// Only requests of this domain are voxgate's; `None` accepts any domain.
+    pub domain: Option<String>,
+    /// Key whose value is an app id (`app_id`); `None` when disabled.
+    pub app_key: Option<String>,
+    /// Key whose value is an API key, resolved to its app (`api_key`); `None` when disabled.
+    pub api_key_key: Option<String>,
+    /// Key whose value is a service id of the catalogue (`service`).
+    pub service_key: String,
+    /// Key whose value is the units of the call (`units`); `None` when disabled.
+    pub units_key: Option<String>,
+    pub hits_as: HitsAs,
+    pub unknown: UnknownPolicy,
+}
+
+impl Default for Rls {
+    fn default() -> Self {
+        Rls {
+            domain: None,
+            app_key: Some("app_id".into()),
+            api_key_key: Some("api_key".into()),
+            service_key: "service".into(),
+            units_key: Some("units".into()),
+            hits_as: HitsAs::Requests,
+            unknown: UnknownPolicy::Ok,
+        }
+    }
+}
+
+/// The `[forward_auth]` table: how `/v1/authorize` reads a gateway's forwarded request.
+/// Header names are lower case (HTTP field names are case-insensitive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuth {
+    /// The header carrying the app's API key (`authorization`).
+    pub key_header: String,
+    /// Whether the key is sent as `Bearer <key>`: true exactly when `key_header` is
+    /// `authorization`; any other header carries the bare key.
+    pub bearer: bool,
+    /// (path prefix, service), longest prefix first, so the first match is the longest.
+    pub routes: Vec<(String, ServiceIdx)>,
+    /// The header carrying the units of the call, if any; absent on a request means 0 units.
+    pub units_header: Option<String>,
+}
+
+impl Default for ForwardAuth {
+    fn default() -> Self {
+        ForwardAuth {
+            key_header: "authorization".into(),
+            bearer: true,
+            routes: Vec::new(),
+            units_header: None,
+        }
+    }
+}
+
+impl ForwardAuth {
+    /// The service of a normalized request path: the route with the longest matching prefix.
+    pub fn route(&self, path: &[u8]) -> Option<ServiceIdx> {
+        self.routes.iter().find(|(prefix, _)| path.starts_with(prefix.as_bytes())).map(|(_, s)| *s)
+    }
 }
 
 /// Why a catalogue was rejected. `field` is the dotted path of the offending field.
@@ -159,6 +250,38 @@ pub mod raw {
         pub verification: Verification,
         #[serde(default)]
         pub increase: Increase,
+        #[serde(default)]
+        pub rls: Rls,
+        #[serde(default)]
+        pub forward_auth: ForwardAuth,
+    }
+
+    /// `[forward_auth]`: how `/v1/authorize` reads the request a gateway forwards.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct ForwardAuth {
+        /// The header with the API key; default `Authorization` (as `Bearer <key>`).
+        pub key_header: Option<String>,
+        /// Path prefix → service id, longest prefix wins; default `/<service>/` for each service.
+        pub routes: Option<BTreeMap<String, String>>,
+        /// The header with the units of the call (e.g. `X-Voxgate-Units`); default none.
+        pub units_header: Option<String>,
+    }
+
+    /// `[rls]`: the Envoy rate limit service's descriptor mapping. An empty string turns an
+    /// optional key off.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rls {
+        pub domain: Option<String>,
+        pub app_key: Option<String>,
+        pub api_key_key: Option<String>,
+        pub service_key: Option<String>,
+        pub units_key: Option<String>,
+        /// `requests` (default) or `units`.
+        pub hits_addend: Option<String>,
+        /// `ok` (default) or `over_limit`.
+        pub unknown: Option<String>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -343,7 +466,10 @@ impl Catalogue {
                 margin: raw.increase.auto_approve_margin.unwrap_or(0.2),
                 probation_days: raw.increase.probation_days.unwrap_or(30),
             },
+            rls: rls(raw.rls)?,
+            forward_auth: ForwardAuth::default(),
         };
+        cat.forward_auth = cat.forward_auth_table(raw.forward_auth)?;
         if !(cat.increase_policy.margin.is_finite() && (0.0..=10.0).contains(&cat.increase_policy.margin)) {
             return Err(invalid("increase.auto_approve_margin", "must be a number from 0 to 10"));
         }
@@ -540,6 +666,56 @@ impl Catalogue {
         })
     }
 
+    fn forward_auth_table(&self, raw: raw::ForwardAuth) -> Result<ForwardAuth, CatalogueError> {
+        let header = |field: &str, name: String| -> Result<String, CatalogueError> {
+            // An HTTP field name is a token (RFC 9110 section 5.1).
+            let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if name.is_empty() || name.len() > 64 || !name.bytes().all(tchar) {
+                return Err(invalid(
+                    format!("forward_auth.{field}"),
+                    "must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~, at most 64)",
+                ));
+            }
+            Ok(name.to_ascii_lowercase())
+        };
+        let key_header = header("key_header", raw.key_header.unwrap_or_else(|| "Authorization".into()))?;
+        let units_header = raw.units_header.map(|h| header("units_header", h)).transpose()?;
+        if units_header.as_ref() == Some(&key_header) {
+            return Err(invalid("forward_auth.units_header", "must differ from `key_header`"));
+        }
+        let routes = match raw.routes {
+            None => self.services.iter().map(|s| (format!("/{}/", s.id), s.id.clone())).collect(),
+            Some(r) => r,
+        };
+        let mut out = Vec::new();
+        for (prefix, service) in routes {
+            let field = format!("forward_auth.routes.\"{prefix}\"");
+            // Paths are matched after normalization (no `//`, `.` or `..` segments, no query),
+            // so a prefix holding any of these could never match.
+            let normalized = prefix.starts_with('/')
+                && prefix.len() <= 1024
+                && !prefix.contains("//")
+                && !prefix
+                    .bytes()
+                    .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#' || b == b'%')
+                && !prefix.split('/').any(|seg| seg == "." || seg == "..");
+            if !normalized {
+                return Err(invalid(
+                    field,
+                    "must be a path prefix starting with `/`, without `//`, `.` or `..` segments, \
+                     `?`, `#`, `%`, spaces or control characters (at most 1024)",
+                ));
+            }
+            let idx = self
+                .service(&service)
+                .ok_or_else(|| invalid(&field, format!("no service named `{service}` in [services]")))?;
+            out.push((prefix, idx));
+        }
+        // Longest first, so the first match is the longest; ties cannot happen (keys are unique).
+        out.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        Ok(ForwardAuth { bearer: key_header == "authorization", key_header, routes: out, units_header })
+    }
+
     pub fn service(&self, id: &str) -> Option<ServiceIdx> {
         self.index.get(id).copied()
     }
@@ -587,6 +763,59 @@ fn auto_adjust(path: &str, a: raw::AutoAdjust) -> Result<crate::adjust::AutoAdju
         return Err(invalid(format!("{path}.low_water"), "must be below `high_water`"));
     }
     Ok(rules)
+}
+
+fn rls(raw: raw::Rls) -> Result<Rls, CatalogueError> {
+    let defaults = Rls::default();
+    // Absent: the default; empty: off (for the optional keys).
+    let key =
+        |name: &str, v: Option<String>, default: Option<String>| -> Result<Option<String>, CatalogueError> {
+            match v {
+                None => Ok(default),
+                Some(k) if k.is_empty() => Ok(None),
+                Some(k) if k.len() > 128 || k.chars().any(char::is_control) => Err(invalid(
+                    format!("rls.{name}"),
+                    "must be at most 128 characters, none of them control characters",
+                )),
+                Some(k) => Ok(Some(k)),
+            }
+        };
+    let app_key = key("app_key", raw.app_key, defaults.app_key)?;
+    let api_key_key = key("api_key_key", raw.api_key_key, defaults.api_key_key)?;
+    let units_key = key("units_key", raw.units_key, defaults.units_key)?;
+    let service_key = key("service_key", raw.service_key, Some(defaults.service_key))?
+        .ok_or_else(|| invalid("rls.service_key", "must name the entry key that holds the service"))?;
+    if app_key.is_none() && api_key_key.is_none() {
+        return Err(invalid(
+            "rls.app_key",
+            "`app_key` and `api_key_key` cannot both be off: one must name the app",
+        ));
+    }
+    let named = [
+        ("app_key", app_key.as_ref()),
+        ("api_key_key", api_key_key.as_ref()),
+        ("service_key", Some(&service_key)),
+        ("units_key", units_key.as_ref()),
+    ];
+    for (i, (name, k)) in named.iter().enumerate() {
+        if let Some(k) = k
+            && let Some((other, _)) = named[..i].iter().find(|(_, o)| *o == Some(*k))
+        {
+            return Err(invalid(format!("rls.{name}"), format!("`{k}` is already `rls.{other}`")));
+        }
+    }
+    let hits_as = match raw.hits_addend.as_deref() {
+        None | Some("requests") => HitsAs::Requests,
+        Some("units") => HitsAs::Units,
+        Some(_) => return Err(invalid("rls.hits_addend", "must be `requests` or `units`")),
+    };
+    let unknown = match raw.unknown.as_deref() {
+        None | Some("ok") => UnknownPolicy::Ok,
+        Some("over_limit") => UnknownPolicy::OverLimit,
+        Some(_) => return Err(invalid("rls.unknown", "must be `ok` or `over_limit`")),
+    };
+    let domain = key("domain", raw.domain, None)?;
+    Ok(Rls { domain, app_key, api_key_key, service_key, units_key, hits_as, unknown })
 }
 
 fn seconds_to_ms(s: f64) -> Option<u64> {
@@ -658,6 +887,44 @@ mod tests {
     }
 
     #[test]
+    fn rls_mapping_has_defaults_and_checks_its_keys() {
+        let cat = Catalogue::parse(BASE).unwrap();
+        assert_eq!(cat.rls, Rls::default());
+        assert_eq!(cat.rls.app_key.as_deref(), Some("app_id"));
+        let cat = Catalogue::parse(&format!(
+            "{BASE}[rls]\ndomain = \"voice\"\napp_key = \"\"\napi_key_key = \"x-api-key\"\n\
+             hits_addend = \"units\"\nunknown = \"over_limit\"\nunits_key = \"\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cat.rls,
+            Rls {
+                domain: Some("voice".into()),
+                app_key: None,
+                api_key_key: Some("x-api-key".into()),
+                service_key: "service".into(),
+                units_key: None,
+                hits_as: HitsAs::Units,
+                unknown: UnknownPolicy::OverLimit,
+            }
+        );
+        let e = err(&format!("{BASE}[rls]\napp_key = \"\"\napi_key_key = \"\"\n"));
+        assert_eq!(
+            e,
+            "field `rls.app_key`: `app_key` and `api_key_key` cannot both be off: one must name the app"
+        );
+        let e = err(&format!("{BASE}[rls]\nunits_key = \"service\"\n"));
+        assert_eq!(e, "field `rls.units_key`: `service` is already `rls.service_key`");
+        let e = err(&format!("{BASE}[rls]\nservice_key = \"\"\n"));
+        assert_eq!(e, "field `rls.service_key`: must name the entry key that holds the service");
+        let e = err(&format!("{BASE}[rls]\nhits_addend = \"bytes\"\n"));
+        assert_eq!(e, "field `rls.hits_addend`: must be `requests` or `units`");
+        let e = err(&format!("{BASE}[rls]\nunknown = \"deny\"\n"));
+        assert_eq!(e, "field `rls.unknown`: must be `ok` or `over_limit`");
+        assert!(err(&format!("{BASE}[rls]\napp = \"x\"\n")).contains("app"));
+    }
+
+    #[test]
     fn errors_name_the_field() {
         assert!(Catalogue::parse(BASE).is_ok());
         let e = err(&format!("{BASE}[plans.q.limits.nope]\ndaily = 1\n"));
@@ -676,5 +943,48 @@ mod tests {
         assert!(e.starts_with("field `services.asr.unit`"), "{e}");
         let e = err("[services.asr]\nunit = 5\n");
         assert!(e.contains("unit"), "{e}");
+    }
+
+    #[test]
+    fn forward_auth_routes_headers_and_defaults() {
+        let cat = Catalogue::builtin();
+        let fa = &cat.forward_auth;
+        assert_eq!(
+            (fa.key_header.as_str(), fa.bearer, fa.units_header.as_deref()),
+            ("authorization", true, None)
+        );
+        assert_eq!(fa.routes.len(), cat.services.len(), "default: one route per service");
+        assert_eq!(fa.route(b"/tts/v1/speak"), cat.service("tts"));
+        assert_eq!(fa.route(b"/tts"), None, "a prefix is literal: `/tts/` does not match `/tts`");
+
+        let cat = Catalogue::parse(&format!(
+            "{BASE}[services.tts]\nunit = \"c\"\n[forward_auth]\nkey_header = \"X-Api-Key\"\n\
+             units_header = \"X-Voxgate-Units\"\nroutes = {{ \"/v1/\" = \"tts\", \"/v1/asr/\" = \"asr\" }}\n"
+        ))
+        .unwrap();
+        let fa = &cat.forward_auth;
+        assert_eq!((fa.key_header.as_str(), fa.bearer), ("x-api-key", false));
+        assert_eq!(fa.units_header.as_deref(), Some("x-voxgate-units"));
+        assert_eq!(fa.route(b"/v1/asr/stream"), cat.service("asr"), "the longest prefix wins");
+        assert_eq!(fa.route(b"/v1/tts"), cat.service("tts"));
+        assert_eq!(fa.route(b"/v2/asr/"), None);
+        let fa = Catalogue::parse(&format!("{BASE}[forward_auth]\nroutes = {{}}\n")).unwrap().forward_auth;
+        assert!(fa.routes.is_empty(), "an empty table routes nothing");
+
+        let e = err(&format!("{BASE}[forward_auth]\nroutes = {{ \"/x/\" = \"nope\" }}\n"));
+        assert_eq!(e, "field `forward_auth.routes.\"/x/\"`: no service named `nope` in [services]");
+        for bad in ["asr/", "/a/../b/", "/a//b", "/a?b", "/a%2f"] {
+            let e = err(&format!("{BASE}[forward_auth]\nroutes = {{ \"{bad}\" = \"asr\" }}\n"));
+            assert!(
+                e.starts_with(&format!("field `forward_auth.routes.\"{bad}\"`: must be a path prefix")),
+                "{e}"
+            );
+        }
+        let e = err(&format!("{BASE}[forward_auth]\nkey_header = \"X Api Key\"\n"));
+        assert!(e.starts_with("field `forward_auth.key_header`: must be an HTTP header name"), "{e}");
+        let e = err(&format!("{BASE}[forward_auth]\nkey_header = \"X-K\"\nunits_header = \"x-k\"\n"));
+        assert_eq!(e, "field `forward_auth.units_header`: must differ from `key_header`");
+        let e = err(&format!("{BASE}[forward_auth]\nkey = \"x\"\n"));
+        assert!(e.contains("key"), "{e}");
     }
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 /// Why a call was refused. Stable, machine-readable names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// The request rate (GCRA) is spent for now.

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 /// Where a layer comes from, in the order layers apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LayerKind {
     Tier,

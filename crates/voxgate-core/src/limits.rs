@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// One dimension of a limit. Each is counted independently per (app, service).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Dimension {
     /// Requests per second with a burst, by GCRA.

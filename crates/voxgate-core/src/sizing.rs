@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// What the developer tells us about their traffic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BusinessCase {
     pub target_users: Option<u64>,
@@ -42,6 +43,7 @@ pub struct BusinessCase {
 
 /// Load-reducing architecture, credited in the sizing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Architecture {
     #[serde(default)]

@@ -10,6 +10,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Webhook {
     pub id: String,
     pub account_id: String,
@@ -21,6 +22,7 @@ pub struct Webhook {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct OutboxEntry {
     pub id: String,
     pub dedupe_key: String,
@@ -69,7 +71,7 @@ impl Registry {
         secret: &str,
         actor: &Actor,
     ) -> Result<Webhook> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let exists = sqlx::query("SELECT 1 FROM accounts WHERE id = $1")
             .bind(account_id)
             .fetch_optional(&mut *tx)
@@ -122,7 +124,7 @@ impl Registry {
     }
 
     pub async fn delete_webhook(&self, id: &str, actor: &Actor) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("UPDATE webhooks SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
             .bind(self.now_ms())
             .bind(id)
@@ -146,7 +148,7 @@ impl Registry {
         payload: &serde_json::Value,
     ) -> Result<usize> {
         let now = self.now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let hooks = sqlx::query("SELECT id FROM webhooks WHERE account_id = $1 AND deleted_at IS NULL")
             .bind(account_id)
             .fetch_all(&mut *tx)

@@ -11,6 +11,7 @@ use sqlx::any::AnyRow;
 
 /// Where a verification request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum VerificationStatus {
     Pending,
@@ -50,6 +51,7 @@ pub struct NewVerification {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Verification {
     pub id: String,
     pub account_id: String,
@@ -96,6 +98,7 @@ impl Verification {
 
 /// A stored contract or capacity window: the validated JSON body and its bounds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Record {
     pub id: String,
     /// The account (contracts) or app (windows) it belongs to.
@@ -122,7 +125,7 @@ impl Registry {
         actor: &Actor,
         reason: Option<&str>,
     ) -> Result<Account> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let before = account_in(&mut tx, id).await?;
         let mut after = before.clone();
         if let Some(tz) = patch.time_zone {
@@ -172,7 +175,7 @@ impl Registry {
     /// are recorded as links and returned in `linked_accounts`.
     pub async fn submit_verification(&self, new: NewVerification, actor: &Actor) -> Result<Verification> {
         let now = self.now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         account_in(&mut tx, &new.account_id).await?;
         let mut linked: Vec<String> = Vec::new();
         for hash in &new.identity_hashes {
@@ -289,7 +292,7 @@ impl Registry {
         actor: &Actor,
     ) -> Result<(Verification, Account)> {
         let now = self.now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let before = sqlx::query("SELECT * FROM verification_requests WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -392,7 +395,7 @@ impl Registry {
         actor: &Actor,
         reason: Option<&str>,
     ) -> Result<Record> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         account_in(&mut tx, account_id).await?;
         let record = Record {
             id: format!("ctr_{}", random_hex(8)),
@@ -448,7 +451,7 @@ impl Registry {
         actor: &Actor,
         reason: Option<&str>,
     ) -> Result<Record> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let before = sqlx::query(
             "SELECT id, account_id AS owner_id, body, valid_from, valid_until, created_at FROM contracts WHERE id = $1",
         )
@@ -486,7 +489,7 @@ impl Registry {
         actor: &Actor,
         reason: Option<&str>,
     ) -> Result<Record> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let exists =
             sqlx::query("SELECT 1 FROM apps WHERE id = $1").bind(app_id).fetch_optional(&mut *tx).await?;
         if exists.is_none() {
@@ -536,7 +539,7 @@ impl Registry {
 
     /// Removes a capacity window, audited.
     pub async fn delete_window(&self, id: &str, actor: &Actor, reason: Option<&str>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let before = sqlx::query(
             "SELECT id, app_id AS owner_id, body, CAST(NULL AS BIGINT) AS valid_from, CAST(NULL AS BIGINT) AS valid_until, created_at
              FROM capacity_windows WHERE id = $1 AND deleted_at IS NULL",

@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 /// A limit-increase request as stored. Status names and transitions are the server's
 /// (see `voxgate_core::increase`); the registry keeps them and their audit trail.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct IncreaseRequest {
     pub id: String,
     pub app_id: String,
@@ -86,7 +87,7 @@ pub struct UsageStats {
 
 impl Registry {
     pub async fn create_increase_request(&self, r: &IncreaseRequest, actor: &Actor) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO increase_requests (id, app_id, account_id, service, dimension, requested, granted,
                  business_case, justification, contact_email, sizing, evidence, status, reason, grant_expires_at,
@@ -166,7 +167,7 @@ impl Registry {
         action: &str,
         actor: &Actor,
     ) -> Result<IncreaseRequest> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let before = sqlx::query("SELECT * FROM increase_requests WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -296,7 +297,7 @@ impl Registry {
         before_factor: f64,
         actor: &Actor,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO adjustments (app_id, service, dimension, factor, high_since, low_since, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)

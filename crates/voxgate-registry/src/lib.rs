@@ -139,6 +139,17 @@ impl Registry {
         self.backend
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads, then finds another writer
+    /// busy, fails at once with "database is locked" instead of waiting its busy timeout.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let begin = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        Ok(self.pool.begin_with(begin).await?)
+    }
+
     /// Uses `clock` (Unix ms) for every time the registry records.
     pub fn with_clock(mut self, clock: Arc<dyn Fn() -> i64 + Send + Sync>) -> Registry {
         self.clock = clock;
@@ -202,7 +213,7 @@ impl Registry {
             created_at: now,
             updated_at: now,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (id, name, verification_level, time_zone, status, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
@@ -265,7 +276,7 @@ impl Registry {
             updated_at: now,
         };
         let key = format!("vgk_{}", random_hex(24));
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let account_exists = sqlx::query("SELECT 1 FROM accounts WHERE id = $1")
             .bind(&app.account_id)
             .fetch_optional(&mut *tx)
@@ -330,7 +341,7 @@ impl Registry {
         actor: &Actor,
         reason: Option<&str>,
     ) -> Result<App> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let before = sqlx::query("SELECT * FROM apps WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)

@@ -79,7 +79,7 @@ impl Registry {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for r in rows {
             sqlx::query(
                 "INSERT INTO usage_minute (app_id, service, minute, node_id, allowed, refused_rate, refused_quota,

@@ -18,7 +18,8 @@ use voxgate_core::time::{Period, Window};
 use voxgate_registry::{Account, App};
 
 /// One plan segment of one app and service.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = StatementSegment)]
 pub struct Segment {
     pub plan: String,
     pub from: String,
@@ -33,7 +34,8 @@ pub struct Segment {
 }
 
 /// One app and service for the period: the sum of its segments.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = StatementLine)]
 pub struct Line {
     pub app_id: String,
     pub service: String,
@@ -45,7 +47,7 @@ pub struct Line {
     pub segments: Vec<Segment>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Statement {
     pub account_id: String,
     pub period: String,
@@ -70,7 +72,8 @@ fn rfc(secs: i64) -> String {
 pub fn month_window(period: &str, tz: &TimeZone) -> Option<Window> {
     let (y, m) = period.split_once('-')?;
     let (y, m): (i16, i8) = (y.parse().ok()?, m.parse().ok()?);
-    if period.len() != 7 || !(1..=12).contains(&m) {
+    // Years a statement can be about (and that every timestamp type here can hold).
+    if period.len() != 7 || !(1..=12).contains(&m) || !(1970..=2200).contains(&y) {
         return None;
     }
     let first = jiff::civil::date(y, m, 1).to_zoned(tz.clone()).ok()?;
@@ -251,5 +254,7 @@ mod tests {
         assert!(month_window("2026-13", &tz).is_none());
         assert!(month_window("26-11", &tz).is_none());
         assert!(month_window("nope", &tz).is_none());
+        assert!(month_window("9999-12", &tz).is_none());
+        assert!(month_window("0000-01", &tz).is_none());
     }
 }

@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Address for the HTTP API.
     #[arg(long, env = "VOXGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Address for the Envoy rate limit service (gRPC `ShouldRateLimit`; see docs/gateway.md).
+    #[arg(long, env = "VOXGATE_GRPC_LISTEN", default_value = "127.0.0.1:8081")]
+    pub grpc_listen: String,
     /// Catalogue file (TOML: services, tiers, plans). The built-in demo catalogue when omitted.
     #[arg(long, env = "VOXGATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -80,12 +83,18 @@ pub struct ServeArgs {
     #[arg(long, env = "VOXGATE_NO_DEMO", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub no_demo: bool,
+    /// Label decision metrics by app too (`voxgate_app_decisions_total`): one series per app,
+    /// service and outcome. Off by default, as it multiplies the series by the number of apps.
+    #[arg(long, env = "VOXGATE_METRICS_PER_APP", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub metrics_per_app: bool,
 }
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
     pub catalogue: Arc<Catalogue>,
     pub catalogue_source: String,
     pub data_dir: PathBuf,
@@ -99,6 +108,8 @@ pub struct Config {
     pub registry: Option<String>,
     pub store_timeout: Duration,
     pub nodes: u32,
+    /// Whether `/metrics` carries per-app series.
+    pub metrics_per_app: bool,
 }
 
 impl Config {
@@ -107,6 +118,9 @@ impl Config {
             .listen
             .parse()
             .with_context(|| format!("--listen `{}` is not an address like 127.0.0.1:8080", args.listen))?;
+        let grpc_listen: SocketAddr = args.grpc_listen.parse().with_context(|| {
+            format!("--grpc-listen `{}` is not an address like 127.0.0.1:8081", args.grpc_listen)
+        })?;
         let catalogue = load_catalogue(args.config.as_deref())?;
         let catalogue_source =
             args.config.as_ref().map_or_else(|| "built-in".to_string(), |p| p.display().to_string());
@@ -144,6 +158,7 @@ impl Config {
         }
         Ok(Config {
             listen,
+            grpc_listen,
             catalogue: Arc::new(catalogue),
             catalogue_source,
             data_dir: args.data_dir,
@@ -155,6 +170,7 @@ impl Config {
             registry: args.registry,
             store_timeout: Duration::from_millis(args.store_timeout_ms),
             nodes: args.nodes,
+            metrics_per_app: args.metrics_per_app,
         })
     }
 
@@ -162,6 +178,7 @@ impl Config {
     pub fn for_tests(data_dir: &Path) -> Config {
         Config {
             listen: "127.0.0.1:0".parse().expect("valid address"),
+            grpc_listen: "127.0.0.1:0".parse().expect("valid address"),
             catalogue: Arc::new(Catalogue::builtin()),
             catalogue_source: "built-in".into(),
             data_dir: data_dir.to_owned(),
@@ -173,6 +190,7 @@ impl Config {
             registry: None,
             store_timeout: Duration::from_millis(50),
             nodes: 1,
+            metrics_per_app: false,
         }
     }
 }

@@ -29,6 +29,7 @@ pub const PRIORITY_CLASSES: [&str; 4] = ["critical", "high", "standard", "low"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct Sla {
     /// e.g. 99.95 (percent).
     pub availability_target: Option<f64>,
@@ -40,8 +41,19 @@ pub struct Sla {
 /// `POST /v1/accounts/{id}/contracts`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = Contract)]
+#[schema(
+    example = json!(
+        {
+            "limits": {"asr": {"rate": {"per_second": 200, "burst": 400}, "daily": 500000}},
+            "priority_class": "high", "valid_from": "2026-12-01T00:00:00+08:00", "reason": "annual contract"
+        }
+    )
+)]
 pub struct ContractBody {
     /// Per-service limits, written as in the catalogue.
+    #[schema(value_type = BTreeMap<String, crate::http::openapi::ServiceLimits>)]
     pub limits: BTreeMap<String, raw::Limits>,
     #[serde(default)]
     pub priority_class: Option<String>,
@@ -55,9 +67,13 @@ pub struct ContractBody {
 }
 
 pub fn parse_instant(field: &str, s: &str) -> Result<Timestamp, BodyError> {
-    s.parse::<jiff::Timestamp>().map(Timestamp::from_jiff).map_err(|_| {
-        bad(field, format!("`{field}` must be an RFC 3339 instant such as 2026-12-01T00:00:00Z"))
-    })
+    s.parse::<jiff::Timestamp>()
+        .ok()
+        .filter(|t| (0..=7_258_118_400).contains(&t.as_second()))
+        .map(Timestamp::from_jiff)
+        .ok_or_else(|| {
+            bad(field, "must be an RFC 3339 instant between 1970 and 2200, such as 2026-12-01T00:00:00Z")
+        })
 }
 
 /// A contract checked against the catalogue: its limits and its validity.
@@ -112,6 +128,7 @@ pub fn contract_layer(record: &voxgate_registry::Record, catalogue: &Catalogue) 
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct Recurring {
     /// `mon` … `sun`; every day when omitted.
     #[serde(default)]
@@ -126,6 +143,7 @@ pub struct Recurring {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct Once {
     pub start: String,
     pub end: String,
@@ -134,6 +152,17 @@ pub struct Once {
 /// `POST /v1/apps/{id}/windows`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = Window)]
+#[schema(
+    example = json!(
+        {
+            "service": "asr", "dimension": "rate", "multiply": 2,
+            "recurring": {"days": ["sat", "sun"], "start": "19:00", "end": "23:00"},
+            "reason": "weekend evenings"
+        }
+    )
+)]
 pub struct WindowBody {
     pub service: String,
     pub dimension: Dimension,
@@ -141,6 +170,7 @@ pub struct WindowBody {
     pub multiply: Option<f64>,
     /// …or set it to this value (shaped as in the catalogue: `{per_second, burst}` for rate,
     /// `{max}` for concurrency, a number for quotas).
+    #[schema(schema_with = crate::http::openapi::limit_value, required = false)]
     pub value: Option<serde_json::Value>,
     pub recurring: Option<Recurring>,
     pub once: Option<Once>,

@@ -9,6 +9,8 @@ pub mod config;
 pub mod entitlements;
 pub mod http;
 pub mod meter;
+pub mod metrics;
+pub mod rls;
 pub mod serve;
 pub mod state;
 

@@ -14,11 +14,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (state, boot) = AppState::open(config, system_clock()).await?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    let grpc_listener = crate::rls::bind(state.config.grpc_listen).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
 
     println!("voxgate {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    println!("  Envoy RLS (gRPC): {grpc_addr}");
     println!("  data directory:   {}", data_dir.display());
     println!("  catalogue:        {catalogue_source}");
-    println!("  counters:         {}", state.config.counters.as_deref().unwrap_or("memory (this process)"));
+    println!(
+        "  counters:         {}",
+        state.config.counters.as_deref().map_or_else(|| "memory (this process)".to_string(), redact)
+    );
     println!(
         "  registry:         {}",
         state
@@ -47,7 +53,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let deliverer = tokio::spawn(crate::alerts::delivery_loop(state.clone()));
     let watcher = tokio::spawn(watch_changes(state.clone()));
     let app = crate::router(state.clone());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server error")?;
+    // One signal stops both servers: each stops accepting and finishes what is in flight.
+    let (stop_servers, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_servers.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let grpc = crate::rls::spawn(state.clone(), grpc_listener, until_stopped(stopping.clone()));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(until_stopped(stopping))
+        .await
+        .context("server error")?;
+    match grpc.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the gRPC server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "the gRPC server task failed"),
+    }
 
     // Let a flush in progress finish (cancelling it between draining the meter and the
     // commit would drop those rows), then write what is left.
@@ -64,7 +88,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// A URL without its password, for printing.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];

@@ -66,6 +66,8 @@ pub struct AppState {
     pub store: Counters,
     pub registry: Registry,
     pub meter: Meter,
+    /// Prometheus series the decision path records (see `metrics.rs`).
+    pub metrics: crate::metrics::Metrics,
     pub snapshot: ArcSwap<Snapshot>,
     pub clock: Clock,
     pub node_id: String,
@@ -109,9 +111,9 @@ impl AppState {
             None => Registry::open(&config.data_dir)
                 .await
                 .with_context(|| format!("cannot open the registry in {}", config.data_dir.display()))?,
-            Some(url) => {
-                Registry::connect(url).await.with_context(|| format!("cannot open the registry {url}"))?
-            }
+            Some(url) => Registry::connect(url)
+                .await
+                .with_context(|| format!("cannot open the registry {}", crate::serve::redact(url)))?,
         }
         .with_clock(Arc::new(move || registry_clock().millis()));
         let admin_token = match &config.admin_token {
@@ -158,7 +160,7 @@ impl AppState {
                 };
                 let redis = RedisStore::connect(url, services.len(), options)
                     .await
-                    .with_context(|| format!("cannot use the counter store {url}"))?;
+                    .with_context(|| format!("cannot use the counter store {}", crate::serve::redact(url)))?;
                 let policies = services
                     .iter()
                     .map(|s| FailurePolicy::parse(&s.on_store_error).unwrap_or_default())
@@ -168,13 +170,25 @@ impl AppState {
         };
         let catalogue = config.catalogue.clone();
         if config.demo && registry.accounts().await?.is_empty() {
-            boot.demo_key = Some(create_demo(&registry, &catalogue).await?);
+            // Another node starting on the same shared registry may create it first.
+            match create_demo(&registry, &catalogue).await {
+                Ok(key) => boot.demo_key = Some(key),
+                Err(e)
+                    if e.downcast_ref::<voxgate_registry::RegistryError>()
+                        .is_some_and(|e| matches!(e, voxgate_registry::RegistryError::Conflict(_))) => {}
+                Err(e) => return Err(e),
+            }
         }
         let state = Arc::new(AppState {
             store,
             catalogue,
             registry,
             meter: Meter::default(),
+            metrics: crate::metrics::Metrics::new(
+                config.catalogue.services.len(),
+                config.metrics_per_app,
+                clock().millis(),
+            ),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             clock,
             node_id,

@@ -1155,6 +1155,7 @@ mod process {
                 .arg("serve")
                 .arg("--listen")
                 .arg(addr.to_string())
+                .args(["--grpc-listen", "127.0.0.1:0"])
                 .arg("--data-dir")
                 .arg(data_dir)
                 // Only the shutdown flush writes usage, so the restart proves it ran.
@@ -1523,11 +1524,311 @@ mod cli {
         let status = v.terminate();
         assert!(status.success(), "exit {status}");
     }
+
+    /// The limit-increase workflow from the command line: a developer submits requests with
+    /// their app's key (one approved at once, three for review), the operator works the queue
+    /// (a partial approval, a denial, a renewal), the developer withdraws one; webhooks are
+    /// created, listed and deleted, and a change of status shows up as an alert.
+    ///
+    /// The webhook that collects alerts is created only at the end: a failed delivery writes
+    /// to the registry, and while the delivery worker writes, a concurrent registry
+    /// transaction of an API call can fail with SQLite's `database is locked`.
+    #[test]
+    fn the_increase_workflow_from_the_client() {
+        let data = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let v = Voxgate::start(data.path(), logs.path().join("server.log"));
+        let url = format!("http://{}", v.addr);
+        let admin = [("VOXGATE_TOKEN", TOKEN)];
+        let run = |args: &[&str]| client(&url, &admin, args);
+
+        // A new account (tier `individual`) with an app on `free`: asr concurrency 2, a
+        // self-service ceiling of 50 leases.
+        let acc = run(&["accounts", "create", "--name", "Growing Co", "--json"]).json();
+        let acc = acc["id"].as_str().unwrap().to_string();
+        let app =
+            run(&["apps", "create", "--account", &acc, "--name", "voice", "--plan", "free", "--json"]).json();
+        let app_id = app["id"].as_str().unwrap().to_string();
+        let key = app["api_key"].as_str().unwrap().to_string();
+        let developer = [("VOXGATE_TOKEN", key.as_str())];
+        let dev = |args: &[&str]| client(&url, &developer, args);
+
+        // webhooks: create (the secret given, or generated and shown once), list, delete.
+        let second = dev(&[
+            "webhooks",
+            "create",
+            "--account",
+            &acc,
+            "--url",
+            "https://hooks.example/voxgate",
+            "--secret",
+            "0123456789abcdef-secret",
+            "--json",
+        ])
+        .json();
+        assert_eq!(second["secret"], "0123456789abcdef-secret", "{second:#}");
+        let second = second["id"].as_str().unwrap().to_string();
+        assert!(second.starts_with("whk_"), "{second}");
+        let hooks = dev(&["webhooks", "list", "--account", &acc]).ok();
+        assert_eq!(
+            hooks.lines().next().map(|h| h.split_whitespace().collect()),
+            Some(vec!["ID", "URL", "CREATED"])
+        );
+        assert!(row(&hooks, &[&second, "https://hooks.example/voxgate"]).is_some(), "{hooks}");
+        assert!(!hooks.contains("secret"), "secrets are not listed: {hooks}");
+        assert_eq!(dev(&["webhooks", "delete", &second]).ok(), format!("webhook {second} deleted\n"));
+        assert_eq!(run(&["webhooks", "delete", &second, "--json"]).code, Some(1), "already deleted");
+        let hooks = run(&["webhooks", "list", "--account", &acc, "--json"]).json();
+        assert_eq!(hooks["webhooks"], json!([]), "{hooks:#}");
+
+        // submit: 100 daily users × 10 sessions of 60 s, peak 3 × the mean, justify 4 leases
+        // (automatic approval up to 4.8); the case is read from a file.
+        let small = files.path().join("small.json");
+        let small_case = json!({
+            "daily_active_users": 100,
+            "interactions_per_user_per_day": 10,
+            "units_per_interaction": 15,
+            "session_length_s": 60,
+            "peak_to_mean": 3,
+        });
+        std::fs::write(&small, small_case.to_string()).unwrap();
+        let small_arg = format!("@{}", small.display());
+        let million = json!({
+            "daily_active_users": 1_000_000,
+            "interactions_per_user_per_day": 20,
+            "units_per_interaction": 15,
+            "session_length_s": 30,
+            "peak_hours": "19:00-23:00",
+            "time_zone": "Asia/Shanghai",
+            "peak_to_mean": 3,
+        })
+        .to_string();
+        let submit = |service: &str, dimension: &str, requested: &str, case: &str, json: bool| {
+            let mut args = vec![
+                "increases",
+                "submit",
+                "--app",
+                &app_id,
+                "--service",
+                service,
+                "--dimension",
+                dimension,
+                "--requested",
+                requested,
+                "--business-case",
+                case,
+                "--justification",
+                "Launching voice search in the evening",
+                "--contact-email",
+                "ops@growing.example",
+            ];
+            if json {
+                args.push("--json");
+            }
+            dev(&args)
+        };
+        let out = submit("asr", "concurrency", "4", &small_arg, false).ok();
+        let auto = row(&out, &["id"]).unwrap_or_else(|| panic!("{out}")).split_whitespace().nth(1).unwrap();
+        let auto = auto.to_string();
+        assert!(row(&out, &["status", "auto_approved"]).is_some(), "{out}");
+        assert!(row(&out, &["requested", "4"]).is_some() && row(&out, &["granted", "4"]).is_some(), "{out}");
+        assert!(row(&out, &["reason", "approved", "automatically:"]).is_some(), "{out}");
+        assert!(
+            out.contains("\nSizing: justified 4 (current 2, ceiling 50, automatic approval up to 4.8)\n"),
+            "{out}"
+        );
+        assert!(out.contains("\n  peak-to-mean = 3 (stated)\n"), "the working is shown: {out}");
+        assert!(out.contains("\nEvidence from the app's metered usage:\n"), "{out}");
+        assert!(row(&out, &["7d", "0", "0", "0"]).is_some() && row(&out, &["30d"]).is_some(), "{out}");
+
+        let partial = submit("asr", "concurrency", r#"{"max": 60}"#, &million, true).json();
+        assert_eq!(partial["status"], "pending_review", "above the ceiling of 50: {partial:#}");
+        assert_eq!(
+            partial["reason"],
+            "needs review: requested 60 is above this verification level's ceiling 50"
+        );
+        let partial = partial["id"].as_str().unwrap().to_string();
+        let denied = submit("voice_call", "concurrency", "25", &million, true).json();
+        assert_eq!(denied["status"], "pending_review", "{denied:#}");
+        let denied = denied["id"].as_str().unwrap().to_string();
+        let withdrawn = submit("asr", "daily", "5000", &million, true).json();
+        assert_eq!(withdrawn["status"], "pending_review", "{withdrawn:#}");
+        let withdrawn = withdrawn["id"].as_str().unwrap().to_string();
+
+        // A case that is not JSON is refused before anything is sent; one that does not add
+        // up is refused by the server, naming the field.
+        let bad = submit("asr", "concurrency", "8", "{daily", false);
+        assert_eq!(bad.code, Some(1));
+        assert!(bad.stderr.starts_with("error: --business-case is not valid JSON"), "{}", bad.stderr);
+        let mut zero = small_case.clone();
+        zero["daily_active_users"] = json!(0);
+        let bad = submit("asr", "concurrency", "8", &zero.to_string(), false);
+        assert_eq!(bad.code, Some(1), "{}", bad.stderr);
+        assert!(bad.stderr.starts_with("error: invalid_business_case: "), "{}", bad.stderr);
+        assert!(
+            bad.stderr.trim_end().ends_with("(field: business_case.daily_active_users)"),
+            "{}",
+            bad.stderr
+        );
+
+        // queue: what waits for review, oldest first, evidence beside each.
+        let queue = run(&["increases", "queue"]).ok();
+        let header = queue.lines().next().unwrap_or_default();
+        for column in ["PEAK/S", "MEAN/S", "REFUSED 7D", "UTILISATION", "JUSTIFIED"] {
+            assert!(header.contains(column), "{queue}");
+        }
+        let position = |id: &str| {
+            queue.lines().position(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{id} not in {queue}"))
+        };
+        assert!(
+            position(&partial) < position(&denied) && position(&denied) < position(&withdrawn),
+            "{queue}"
+        );
+        assert!(!queue.contains(&auto), "an approved request is not waiting: {queue}");
+        let line =
+            row(&queue, &[&partial, &app_id, "asr", "concurrency", "max", "60", "37500", "pending_review"]);
+        assert!(line.is_some(), "{queue}");
+        let all = run(&["increases", "queue", "--status", "all", "--json"]).json();
+        let ids: Vec<&str> =
+            all["increase_requests"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [&auto, &partial, &denied, &withdrawn]);
+
+        // The developer may not decide their own request.
+        let own = dev(&["increases", "approve", &partial, "--reason", "looks fine to me"]);
+        assert_eq!(own.code, Some(1));
+        assert!(own.stderr.starts_with("error: forbidden: "), "{}", own.stderr);
+
+        // approve in part: a smaller --granted; in force at once.
+        let out = run(&[
+            "increases",
+            "approve",
+            &partial,
+            "--reason",
+            "30 now; more once the evening peak is observed",
+            "--granted",
+            r#"{"max": 30}"#,
+            "--probation-days",
+            "30",
+        ])
+        .ok();
+        let prefix = format!(
+            "increase request {partial} partially_approved: asr concurrency, requested max 60, \
+             granted max 30, until "
+        );
+        assert!(out.starts_with(&prefix) && out.ends_with("Z\n") && out.lines().count() == 1, "{out}");
+        let shown = run(&["increases", "show", &partial]).ok();
+        assert!(row(&shown, &["status", "partially_approved"]).is_some(), "{shown}");
+        assert!(row(&shown, &["granted", "max", "30"]).is_some(), "{shown}");
+        assert!(row(&shown, &["reason", "30", "now;"]).is_some(), "{shown}");
+        assert!(row(&shown, &["decided_by", "admin"]).is_some(), "{shown}");
+        let limits = run(&["apps", "limits", &app_id]).ok();
+        assert!(row(&limits, &["asr", "concurrency", "30"]).is_some(), "{limits}");
+
+        // deny, with a reason the developer reads.
+        let out =
+            run(&["increases", "deny", &denied, "--reason", "voice calls need an enterprise contract"]).ok();
+        assert_eq!(out, format!("increase request {denied} denied: voice_call concurrency, requested 25\n"));
+        let shown = dev(&["increases", "show", &denied, "--json"]).json();
+        assert_eq!(shown["reason"], "voice calls need an enterprise contract");
+
+        // withdraw, by the developer; a second withdrawal is a conflict.
+        let out = dev(&["increases", "withdraw", &withdrawn, "--reason", "the campaign moved"]).ok();
+        assert_eq!(out, format!("increase request {withdrawn} withdrawn: asr daily, requested 5000\n"));
+        let again = dev(&["increases", "withdraw", &withdrawn]);
+        assert_eq!(again.code, Some(1), "{}", again.stdout);
+        assert!(again.stderr.starts_with("error: conflict: "), "{}", again.stderr);
+
+        // list: the app's requests as the developer sees them.
+        let list = dev(&["increases", "list", "--app", &app_id]).ok();
+        let expected = [
+            (&auto, "auto_approved"),
+            (&partial, "partially_approved"),
+            (&denied, "denied"),
+            (&withdrawn, "withdrawn"),
+        ];
+        for (id, status) in expected {
+            let line = row(&list, &[id]).unwrap_or_else(|| panic!("{id} not in {list}"));
+            assert!(line.split_whitespace().any(|c| c == status), "{list}");
+        }
+        assert!(
+            row(&list, &[&partial, "asr", "concurrency", "max", "60", "max", "30", "partially_approved"])
+                .is_some()
+        );
+        let empty = run(&["increases", "queue"]).ok();
+        assert_eq!(empty.lines().count(), 1, "nothing waits now: {empty}");
+
+        // A webhook for the account's alerts (nothing listens at the URL, so they stay queued),
+        // then a renewal of the automatic grant, for good: one alert.
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port();
+        let hook_url = format!("http://127.0.0.1:{port}/hooks/voxgate");
+        let out = run(&["webhooks", "create", "--account", &acc, "--url", &hook_url]).ok();
+        let hook = row(&out, &["id"]).unwrap_or_else(|| panic!("{out}")).split_whitespace().nth(1).unwrap();
+        let hook = hook.to_string();
+        assert!(hook.starts_with("whk_"), "{out}");
+        assert!(row(&out, &["url", &hook_url]).is_some(), "{out}");
+        let secret = row(&out, &["secret"]).unwrap_or_else(|| panic!("{out}"));
+        assert!(secret.starts_with("secret  whs_") && secret.ends_with("(shown once: keep it now)"), "{out}");
+        let hooks = run(&["webhooks", "list", "--account", &acc]).ok();
+        assert!(row(&hooks, &[&hook, &hook_url]).is_some(), "{hooks}");
+        assert!(!hooks.contains("whs_"), "secrets are not listed: {hooks}");
+        let alerts = run(&["alerts", "list", "--account", &acc]).ok();
+        assert_eq!(alerts.lines().count(), 1, "no alert before the webhook existed: {alerts}");
+
+        let out = run(&["increases", "renew", &auto, "--reason", "steady use"]).ok();
+        let expected = format!(
+            "increase request {auto} auto_approved: asr concurrency, requested 4, granted 4, no expiry\n"
+        );
+        assert_eq!(out, expected);
+
+        let alerts = run(&["alerts", "list", "--account", &acc]).ok();
+        let header: Vec<&str> = alerts.lines().next().unwrap_or_default().split_whitespace().collect();
+        assert_eq!(header[..4], ["ID", "EVENT", "SUMMARY", "WEBHOOK"], "{alerts}");
+        assert_eq!(alerts.lines().count(), 2, "{alerts}");
+        let line = alerts.lines().nth(1).unwrap_or_default();
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert!(cells[0].starts_with("evt_"), "{alerts}");
+        assert_eq!(
+            cells[1..5],
+            ["increase_request.status_changed", auto.as_str(), "auto_approved", hook.as_str()]
+        );
+        let json = run(&["alerts", "list", "--account", &acc, "--json"]).json();
+        let list = json["alerts"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{json:#}");
+        assert_eq!(list[0]["webhook_id"], hook.as_str());
+        assert_eq!(list[0]["payload"]["increase_request_id"], auto.as_str(), "{json:#}");
+        assert_eq!(list[0]["payload"]["reason"], "steady use", "{json:#}");
+
+        // Argument errors are clap's (status 2): an expiry given twice.
+        let usage = run(&[
+            "increases",
+            "approve",
+            &partial,
+            "--reason",
+            "r",
+            "--probation-days",
+            "7",
+            "--expires-at",
+            "2030-01-01T00:00:00Z",
+        ]);
+        assert_eq!(usage.code, Some(2), "{}", usage.stderr);
+        let usage = run(&["increases", "queue", "--status", "lost"]);
+        assert_eq!(usage.code, Some(2), "{}", usage.stderr);
+
+        let status = v.terminate();
+        assert!(status.success(), "exit {status}");
+    }
 }
 
 // ---- entitlements (issue 3) ------------------------------------------------------------------
 
 #[path = "http/entitlements.rs"]
 mod entitlements;
+#[path = "http/gateway.rs"]
+mod gateway;
 #[path = "http/increase.rs"]
 mod increase;
+#[path = "http/openapi.rs"]
+mod openapi;
+#[path = "http/rls.rs"]
+mod rls;

@@ -7,8 +7,10 @@
 //! the number of nodes. The store reconnects by itself; [`Counters::degraded`] says whether
 //! the last call to the shared store failed, for `/readyz` and metrics.
 
+use crate::batch::{Batch, BatchCall, evaluate, evaluate_after, without_concurrency};
 use crate::{MemoryStore, RedisStore};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use voxgate_core::engine::Cost;
 use voxgate_core::entitlement::LimitValue;
 use voxgate_core::store::{Charged, CheckInput, CounterKey, LeaseRelease};
 use voxgate_core::time::{Period, Window};
@@ -88,6 +90,15 @@ impl Counters {
         }
     }
 
+    /// Leases alive at `now` by service index, when this process holds them (in-memory
+    /// counters); `None` for a shared store, whose leases live in Redis for every node.
+    pub fn active_leases(&self, now: Timestamp) -> Option<Vec<u64>> {
+        match self {
+            Counters::Memory(m) => Some(m.active_leases(now)),
+            Counters::Shared { .. } => None,
+        }
+    }
+
     fn note<T>(&self, r: &Result<T, StoreError>) {
         if let Counters::Shared { degraded, failures, .. } = self {
             let failed = matches!(r, Err(e) if e.is_transient());
@@ -97,6 +108,93 @@ impl Counters {
             }
         }
     }
+}
+
+impl Counters {
+    /// Decides several calls all or nothing (see [`crate::batch`]).
+    ///
+    /// In memory this is atomic ([`MemoryStore::charge_all_now`]). On the shared store it is
+    /// check-then-charge: every state is read (one peek per call), every call is decided on
+    /// those figures — calls on the same (app, service) adding up — and only if all pass are
+    /// the calls charged, one by one. A concurrent caller (another request, another node) can
+    /// take the last of a limit between the check and a charge: that call is then refused
+    /// while the batch's earlier calls stay charged, and the batch reports `committed: false`.
+    /// While the shared store fails, the calls are charged one by one under each service's
+    /// failure policy, without the check.
+    pub async fn charge_all(&self, calls: &[BatchCall<'_>]) -> Result<Batch, StoreError> {
+        if let Counters::Memory(m) = self {
+            return m.charge_all_now(calls);
+        }
+        if calls.iter().any(|c| c.input.lease_ttl_ms.is_some()) {
+            return Err(StoreError::Invalid("a batch of calls cannot take leases".into()));
+        }
+        // Check: each call against the state read for it, plus what the batch's earlier
+        // calls on the same (app, service) will have charged.
+        let mut decisions = Vec::with_capacity(calls.len());
+        let mut all_pass = true;
+        for (n, c) in calls.iter().enumerate() {
+            let i = c.input;
+            let report = match self.peek(i.key, i.limits, i.now, i.tz).await {
+                Ok(r) => without_concurrency(r),
+                Err(e) if e.is_transient() => return self.charge_each(calls).await,
+                Err(e) => return Err(e),
+            };
+            let mut before = Cost { requests: 0, units: Units::ZERO };
+            for p in calls[..n].iter().filter(|p| !p.dry_run && same_key(p, c)) {
+                before.requests = before.requests.saturating_add(p.input.cost.requests);
+                before.units = before.units.saturating_add(p.input.cost.units);
+            }
+            let refused = evaluate_after(&report, i.limits, before, i.cost);
+            all_pass &= refused.is_none();
+            decisions.push(Decision { refused, limits: report });
+        }
+        let mut charged = vec![false; calls.len()];
+        if !all_pass {
+            return Ok(Batch { committed: false, decisions, charged });
+        }
+        // Charge.
+        let mut committed = true;
+        for ((c, d), charged) in calls.iter().zip(&mut decisions).zip(&mut charged) {
+            if c.dry_run {
+                continue;
+            }
+            if !committed {
+                // Lost a race: charge nothing more.
+                break;
+            }
+            *d = self.charge(c.input).await?.decision;
+            *charged = d.allowed();
+            committed &= d.allowed();
+        }
+        Ok(Batch { committed, decisions, charged })
+    }
+
+    /// Each call on its own, under the failure policy (dry runs are peeked, or let through).
+    async fn charge_each(&self, calls: &[BatchCall<'_>]) -> Result<Batch, StoreError> {
+        let mut decisions = Vec::with_capacity(calls.len());
+        for c in calls {
+            let i = c.input;
+            let decision = if c.dry_run {
+                match self.peek(i.key, i.limits, i.now, i.tz).await {
+                    Ok(r) => {
+                        let r = without_concurrency(r);
+                        Decision { refused: evaluate(&r, i.limits, i.cost), limits: r }
+                    }
+                    Err(_) => Decision { refused: None, limits: LimitReport::default() },
+                }
+            } else {
+                self.charge(i).await?.decision
+            };
+            decisions.push(decision);
+        }
+        let committed = decisions.iter().all(Decision::allowed);
+        let charged = calls.iter().zip(&decisions).map(|(c, d)| !c.dry_run && d.allowed()).collect();
+        Ok(Batch { committed, decisions, charged })
+    }
+}
+
+fn same_key(a: &BatchCall<'_>, b: &BatchCall<'_>) -> bool {
+    a.input.key.app == b.input.key.app && a.input.key.service == b.input.key.service
 }
 
 /// `limits` with every limit divided by `nodes` (rounded down, at least 1 where the limit

@@ -4,11 +4,13 @@
 //! counters in Redis or Redis Cluster for a fleet of nodes, and runs the same
 //! [`voxgate_core::engine`] rules as one server-side script per decision.
 
+pub mod batch;
 pub mod conformance;
 mod counters;
 mod memory;
 mod redis;
 
 pub use crate::redis::{RedisOptions, RedisStore};
+pub use batch::{Batch, BatchCall};
 pub use counters::{Counters, FailurePolicy, share};
 pub use memory::MemoryStore;

@@ -1,7 +1,7 @@
-//! The client subcommands: `voxgate accounts|apps|verification|contracts|windows|statement|audit`
-//! talk to a running voxgate server over plain HTTP and print what it answers, as aligned
-//! tables by default or, with `--json`, as the server's JSON (re-indented, keys in the
-//! server's order).
+//! The client subcommands (`voxgate accounts|apps|verification|contracts|windows|increases|
+//! webhooks|alerts|statement|audit`) talk to a running voxgate server over plain HTTP and
+//! print what it answers, as aligned tables by default or, with `--json`, as the server's
+//! JSON (re-indented, keys in the server's order).
 //!
 //! Errors end the process with status 1 and one `error: <code>: <detail>` line on standard
 //! error (argument errors are clap's, with status 2).
@@ -11,9 +11,11 @@ pub mod apps;
 pub mod audit;
 pub mod client;
 pub mod contracts;
+pub mod increases;
 pub mod statement;
 pub mod table;
 pub mod verification;
+pub mod webhooks;
 pub mod windows;
 
 use clap::{Args, Subcommand};
@@ -98,6 +100,28 @@ pub enum ClientCommand {
         #[command(subcommand)]
         cmd: windows::Cmd,
     },
+    /// Limit-increase requests: submit, list, show, withdraw; the review queue, approve (in
+    /// full or in part), deny, renew.
+    Increases {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: increases::Cmd,
+    },
+    /// Webhook endpoints of an account, where its alerts are sent: create, list, delete.
+    Webhooks {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: webhooks::Cmd,
+    },
+    /// The alerts queued for an account's webhooks, and their delivery state.
+    Alerts {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: webhooks::AlertsCmd,
+    },
     /// An account's statement for a month: usage, included units, overage and amounts.
     Statement {
         #[command(flatten)]
@@ -158,6 +182,9 @@ fn dispatch(command: ClientCommand) -> Result<String, CliError> {
         | ClientCommand::Verification { conn, .. }
         | ClientCommand::Contracts { conn, .. }
         | ClientCommand::Windows { conn, .. }
+        | ClientCommand::Increases { conn, .. }
+        | ClientCommand::Webhooks { conn, .. }
+        | ClientCommand::Alerts { conn, .. }
         | ClientCommand::Statement { conn, .. }
         | ClientCommand::Audit { conn, .. } => conn,
     };
@@ -168,6 +195,9 @@ fn dispatch(command: ClientCommand) -> Result<String, CliError> {
         ClientCommand::Verification { cmd, .. } => verification::run(&ctx, cmd),
         ClientCommand::Contracts { cmd, .. } => contracts::run(&ctx, cmd),
         ClientCommand::Windows { cmd, .. } => windows::run(&ctx, cmd),
+        ClientCommand::Increases { cmd, .. } => increases::run(&ctx, cmd),
+        ClientCommand::Webhooks { cmd, .. } => webhooks::run(&ctx, cmd),
+        ClientCommand::Alerts { cmd, .. } => webhooks::run_alerts(&ctx, cmd),
         ClientCommand::Statement { args, .. } => statement::run(&ctx, args),
         ClientCommand::Audit { args, .. } => audit::run(&ctx, args),
     }
@@ -220,6 +250,9 @@ mod tests {
             | ClientCommand::Verification { conn, .. }
             | ClientCommand::Contracts { conn, .. }
             | ClientCommand::Windows { conn, .. }
+            | ClientCommand::Increases { conn, .. }
+            | ClientCommand::Webhooks { conn, .. }
+            | ClientCommand::Alerts { conn, .. }
             | ClientCommand::Statement { conn, .. }
             | ClientCommand::Audit { conn, .. } => conn,
         }

@@ -63,6 +63,8 @@ pub fn check_time_zone(time_zone: &str) -> Result<(), ApiError> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({ "name": "Acme Speech Ltd", "time_zone": "Asia/Shanghai" }))]
 pub struct CreateAccount {
     pub name: String,
     pub verification_level: Option<String>,
@@ -70,6 +72,14 @@ pub struct CreateAccount {
 }
 
 /// `POST /v1/accounts`
+#[utoipa::path(
+    post, path = "/v1/accounts", tag = "accounts", summary = "Create an account",
+    request_body = CreateAccount, security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Created.", body = voxgate_registry::Account),
+        super::openapi::Unprocessable
+    )
+)]
 pub async fn create_account(
     State(state): State<Arc<AppState>>,
     JsonBody(req): JsonBody<CreateAccount>,
@@ -86,7 +96,8 @@ pub async fn create_account(
     Ok((StatusCode::CREATED, Json(account)).into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AccountWithApps)]
 struct AccountJson {
     #[serde(flatten)]
     account: voxgate_registry::Account,
@@ -94,6 +105,11 @@ struct AccountJson {
 }
 
 /// `GET /v1/accounts/{id}`
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}", tag = "accounts", summary = "One account and its apps",
+    params(("id" = String, Path, description = "The account id.")), security(("admin_token" = [])),
+    responses((status = 200, description = "The account.", body = AccountJson), super::openapi::NotFound)
+)]
 pub async fn get_account(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -104,19 +120,27 @@ pub async fn get_account(
 }
 
 /// `GET /v1/accounts`
+#[utoipa::path(
+    get, path = "/v1/accounts", tag = "accounts", summary = "List accounts", security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every account, oldest first.", body = super::openapi::AccountList)
+    )
+)]
 pub async fn list_accounts(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     Ok(Json(serde_json::json!({ "accounts": state.registry.accounts().await? })).into_response())
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({ "account_id": "demo", "name": "Call-centre transcription" }))]
 pub struct CreateApp {
     pub account_id: String,
     pub name: String,
     pub plan: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CreatedApp {
     #[serde(flatten)]
     app: App,
@@ -125,6 +149,14 @@ struct CreatedApp {
 }
 
 /// `POST /v1/apps`
+#[utoipa::path(
+    post, path = "/v1/apps", tag = "apps", summary = "Create an app and its API key",
+    request_body = CreateApp, security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Created; `api_key` is shown this once.", body = CreatedApp),
+        super::openapi::NotFound, super::openapi::Unprocessable
+    )
+)]
 pub async fn create_app(
     State(state): State<Arc<AppState>>,
     JsonBody(req): JsonBody<CreateApp>,
@@ -141,6 +173,12 @@ pub async fn create_app(
 }
 
 /// `GET /v1/apps/{id}` — the admin, or the app's own key.
+#[utoipa::path(
+    get, path = "/v1/apps/{id}", tag = "apps", summary = "One app",
+    params(("id" = String, Path, description = "The app id.")),
+    security(("admin_token" = []), ("app_key" = [])),
+    responses((status = 200, description = "The app.", body = App), super::openapi::NotFound)
+)]
 pub async fn get_app(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -152,11 +190,13 @@ pub async fn get_app(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct PatchApp {
     pub plan: Option<String>,
     pub status: Option<String>,
     /// A monthly spending cap (decimal string or number, catalogue currency); `null` removes it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::openapi::money, required = false)]
     pub spending_cap: Option<Option<serde_json::Value>>,
     /// Recorded in the audit log.
     pub reason: Option<String>,
@@ -187,6 +227,15 @@ pub fn parse_money(field: &str, v: &serde_json::Value) -> Result<rust_decimal::D
 }
 
 /// `PATCH /v1/apps/{id}` — change the plan or spending cap, suspend or reactivate. Live at once.
+#[utoipa::path(
+    patch, path = "/v1/apps/{id}", tag = "apps", summary = "Change an app's plan, status or spending cap",
+    params(("id" = String, Path, description = "The app id.")), request_body = Option<PatchApp>,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The app after the change.", body = App), super::openapi::NotFound,
+        super::openapi::Unprocessable
+    )
+)]
 pub async fn patch_app(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -214,12 +263,22 @@ pub async fn patch_app(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     pub subject_kind: Option<String>,
     pub subject_id: Option<String>,
 }
 
 /// `GET /v1/audit`
+#[utoipa::path(
+    get, path = "/v1/audit", operation_id = "audit_log", tag = "accounts", summary = "The audit log",
+    params(AuditQuery), security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Entries, oldest first.", body = super::openapi::AuditLog),
+        super::openapi::Unprocessable
+    )
+)]
 pub async fn audit(
     State(state): State<Arc<AppState>>,
     Query(q): Query<AuditQuery>,

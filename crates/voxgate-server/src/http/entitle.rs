@@ -17,7 +17,10 @@ use std::sync::Arc;
 use voxgate_registry::{AccountPatch, Actor, NewVerification, Status, VerificationStatus};
 
 fn body_error(code: &'static str, e: BodyError) -> ApiError {
-    ApiError::invalid_field(code, &e.field, format!("`{}` {}", e.field, e.message))
+    // Messages that already start with the field (`valid_from` …) are not prefixed again.
+    let detail =
+        if e.message.starts_with('`') { e.message.clone() } else { format!("`{}` {}", e.field, e.message) };
+    ApiError::invalid_field(code, &e.field, detail)
 }
 
 fn actor(caller: &Caller) -> Actor {
@@ -33,6 +36,7 @@ async fn reload(state: &AppState) -> Result<(), ApiError> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct PatchAccount {
     pub time_zone: Option<String>,
     pub status: Option<String>,
@@ -41,6 +45,15 @@ pub struct PatchAccount {
 
 /// `PATCH /v1/accounts/{id}` — the account's zone or status (suspending an account stops
 /// all its apps). Verification level changes only through an approved verification.
+#[utoipa::path(
+    patch, path = "/v1/accounts/{id}", tag = "accounts", summary = "Change an account's time zone or status",
+    params(("id" = String, Path, description = "The account id.")), request_body = Option<PatchAccount>,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The account after the change.", body = voxgate_registry::Account),
+        super::openapi::NotFound, super::openapi::Unprocessable
+    )
+)]
 pub async fn patch_account(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -65,6 +78,15 @@ pub async fn patch_account(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+#[schema(
+    example = json!(
+        {
+            "level": "enterprise", "legal_name": "Acme Speech Ltd",
+            "registration_number": "91310000MA1FL0000X", "contact": "ops@acme-voice.example"
+        }
+    )
+)]
 pub struct SubmitVerification {
     /// The verification level asked for (a tier of the catalogue).
     pub level: String,
@@ -83,6 +105,15 @@ pub struct SubmitVerification {
 }
 
 /// `POST /v1/accounts/{id}/verifications` — a developer asks for a verification level.
+#[utoipa::path(
+    post, path = "/v1/accounts/{id}/verifications", tag = "verification",
+    summary = "Ask for a verification level", params(("id" = String, Path, description = "The account id.")),
+    request_body = SubmitVerification, security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (status = 201, description = "Submitted, pending review.", body = voxgate_registry::Verification),
+        super::openapi::NotFound, super::openapi::Unprocessable
+    )
+)]
 pub async fn submit_verification(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -119,7 +150,7 @@ pub async fn submit_verification(
         _ => {}
     }
     for (field, value) in [("legal_name", &req.legal_name), ("contact", &req.contact)] {
-        if value.trim().is_empty() || value.len() > 300 {
+        if value.trim().is_empty() || value.chars().count() > 300 {
             return Err(ApiError::invalid_field(
                 "invalid_field",
                 field,
@@ -156,6 +187,16 @@ pub async fn submit_verification(
 }
 
 /// `GET /v1/accounts/{id}/verifications`
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/verifications", tag = "verification",
+    summary = "The account's verification requests",
+    params(("id" = String, Path, description = "The account id.")),
+    security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "Its requests.", body = super::openapi::VerificationList),
+        super::openapi::NotFound
+    )
+)]
 pub async fn account_verifications(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -169,11 +210,21 @@ pub async fn account_verifications(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueueQuery {
     pub status: Option<String>,
 }
 
 /// `GET /v1/verifications?status=pending` — the review queue, oldest first (admin).
+#[utoipa::path(
+    get, path = "/v1/verifications", tag = "verification", summary = "The review queue", params(QueueQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Requests, oldest first.", body = super::openapi::VerificationList),
+        super::openapi::Unprocessable
+    )
+)]
 pub async fn verification_queue(
     State(state): State<Arc<AppState>>,
     Query(q): Query<QueueQuery>,
@@ -194,6 +245,15 @@ pub async fn verification_queue(
 }
 
 /// `GET /v1/verifications/{id}` — the admin, or the account's developer.
+#[utoipa::path(
+    get, path = "/v1/verifications/{id}", tag = "verification", summary = "One verification request",
+    params(("id" = String, Path, description = "The verification request id.")),
+    security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "The request.", body = voxgate_registry::Verification),
+        super::openapi::NotFound
+    )
+)]
 pub async fn get_verification(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -223,6 +283,9 @@ fn not_found(code: &'static str) -> impl Fn(voxgate_registry::RegistryError) -> 
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = VerificationReview)]
+#[schema(example = json!({ "reason": "documents checked" }))]
 pub struct Decide {
     pub reason: String,
 }
@@ -241,6 +304,16 @@ async fn decide(state: &AppState, id: &str, approve: bool, req: Decide) -> Resul
 }
 
 /// `POST /v1/verifications/{id}/approve` (admin) — the account's tier changes at once.
+#[utoipa::path(
+    post, path = "/v1/verifications/{id}/approve", operation_id = "approve_verification",
+    tag = "verification", summary = "Approve: the account's tier changes",
+    params(("id" = String, Path, description = "The verification request id.")), request_body = Decide,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Approved.", body = super::openapi::VerificationDecision),
+        super::openapi::NotFound, super::openapi::Conflict, super::openapi::Unprocessable
+    )
+)]
 pub async fn approve(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -250,6 +323,16 @@ pub async fn approve(
 }
 
 /// `POST /v1/verifications/{id}/reject` (admin).
+#[utoipa::path(
+    post, path = "/v1/verifications/{id}/reject", operation_id = "reject_verification", tag = "verification",
+    summary = "Reject a verification request",
+    params(("id" = String, Path, description = "The verification request id.")), request_body = Decide,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Rejected.", body = super::openapi::VerificationDecision),
+        super::openapi::NotFound, super::openapi::Conflict, super::openapi::Unprocessable
+    )
+)]
 pub async fn reject(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -261,6 +344,15 @@ pub async fn reject(
 // ---- contracts ----------------------------------------------------------------------------
 
 /// `POST /v1/accounts/{id}/contracts` (admin).
+#[utoipa::path(
+    post, path = "/v1/accounts/{id}/contracts", tag = "contracts and windows", summary = "Create a contract",
+    params(("id" = String, Path, description = "The account id.")),
+    request_body = crate::entitlements::ContractBody, security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Created.", body = voxgate_registry::Record), super::openapi::NotFound,
+        super::openapi::Unprocessable
+    )
+)]
 pub async fn create_contract(
     State(state): State<Arc<AppState>>,
     Path(account_id): Path<String>,
@@ -280,6 +372,15 @@ pub async fn create_contract(
 }
 
 /// `GET /v1/accounts/{id}/contracts` — the admin, or the account's developer.
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/contracts", tag = "contracts and windows",
+    summary = "The account's contracts", params(("id" = String, Path, description = "The account id.")),
+    security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "Its contracts.", body = super::openapi::ContractList),
+        super::openapi::NotFound
+    )
+)]
 pub async fn account_contracts(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -293,6 +394,7 @@ pub async fn account_contracts(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct EndContract {
     /// RFC 3339; now when omitted.
     pub at: Option<String>,
@@ -300,6 +402,18 @@ pub struct EndContract {
 }
 
 /// `POST /v1/contracts/{id}/end` (admin) — ends a contract now or at `at`.
+#[utoipa::path(
+    post, path = "/v1/contracts/{id}/end", tag = "contracts and windows", summary = "End a contract",
+    params(("id" = String, Path, description = "The contract id.")), request_body = Option<EndContract>,
+    security(("admin_token" = [])),
+    responses(
+        (
+            status = 200, description = "The contract record with its new `valid_until`.",
+            body = voxgate_registry::Record
+        ),
+        super::openapi::NotFound, super::openapi::Conflict, super::openapi::Unprocessable
+    )
+)]
 pub async fn end_contract(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -321,6 +435,15 @@ pub async fn end_contract(
 // ---- windows ------------------------------------------------------------------------------
 
 /// `POST /v1/apps/{id}/windows` (admin).
+#[utoipa::path(
+    post, path = "/v1/apps/{id}/windows", tag = "contracts and windows", summary = "Create a capacity window",
+    params(("id" = String, Path, description = "The app id.")),
+    request_body = crate::entitlements::WindowBody, security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Created.", body = voxgate_registry::Record), super::openapi::NotFound,
+        super::openapi::Unprocessable
+    )
+)]
 pub async fn create_window(
     State(state): State<Arc<AppState>>,
     Path(app_id): Path<String>,
@@ -340,6 +463,15 @@ pub async fn create_window(
 }
 
 /// `GET /v1/apps/{id}/windows` — the admin, or the app's key.
+#[utoipa::path(
+    get, path = "/v1/apps/{id}/windows", tag = "contracts and windows", summary = "The app's windows",
+    params(("id" = String, Path, description = "The app id.")),
+    security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "Its windows.", body = super::openapi::WindowList),
+        super::openapi::NotFound
+    )
+)]
 pub async fn app_windows(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -353,11 +485,18 @@ pub async fn app_windows(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct DeleteWindow {
     pub reason: Option<String>,
 }
 
 /// `DELETE /v1/windows/{id}` (admin).
+#[utoipa::path(
+    delete, path = "/v1/windows/{id}", tag = "contracts and windows", summary = "Delete a window",
+    params(("id" = String, Path, description = "The window id.")), request_body = Option<DeleteWindow>,
+    security(("admin_token" = [])),
+    responses((status = 204, description = "Deleted."), super::openapi::NotFound)
+)]
 pub async fn delete_window(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -377,12 +516,27 @@ pub async fn delete_window(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatementQuery {
     /// `YYYY-MM`; the current month in the account's zone when omitted.
     pub period: Option<String>,
 }
 
 /// `GET /v1/accounts/{id}/statement?period=2026-11` — JSON, or CSV with `Accept: text/csv`.
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/statement", tag = "contracts and windows",
+    summary = "A month's statement, JSON or CSV",
+    params(("id" = String, Path, description = "The account id."), StatementQuery),
+    security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (
+            status = 200, description = "The statement; CSV with `Accept: text/csv`.",
+            content((crate::billing::Statement = "application/json"), (String = "text/csv"))
+        ),
+        super::openapi::NotFound, super::openapi::Unprocessable
+    )
+)]
 pub async fn statement(
     State(state): State<Arc<AppState>>,
     caller: Caller,

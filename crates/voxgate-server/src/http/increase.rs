@@ -25,10 +25,23 @@ const DAY_S: i64 = 86_400;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+#[schema(
+    example = json!(
+        {
+            "service": "asr", "dimension": "rate", "requested": {"per_second": 20, "burst": 40},
+            "business_case": {
+                "daily_active_users": 2000, "interactions_per_user_per_day": 10, "units_per_interaction": 15
+            },
+            "justification": "Evening peak of a voice assistant.", "contact_email": "ops@acme-voice.example"
+        }
+    )
+)]
 pub struct SubmitIncrease {
     pub service: String,
     pub dimension: Dimension,
     /// Shaped as in the catalogue: `{per_second, burst}`, `{max}` or a number of units.
+    #[schema(schema_with = super::openapi::limit_value)]
     pub requested: serde_json::Value,
     pub business_case: BusinessCase,
     pub justification: String,
@@ -78,10 +91,26 @@ fn justified(sizing: &Sizing, dim: Dimension) -> f64 {
 }
 
 fn invalid(code: &'static str, e: crate::entitlements::BodyError) -> ApiError {
-    ApiError::invalid_field(code, &e.field, format!("`{}` {}", e.field, e.message))
+    // Messages that already start with the field (`valid_from` …) are not prefixed again.
+    let detail =
+        if e.message.starts_with('`') { e.message.clone() } else { format!("`{}` {}", e.field, e.message) };
+    ApiError::invalid_field(code, &e.field, detail)
 }
 
 /// `POST /v1/apps/{id}/increase-requests` — the app's key or the admin.
+#[utoipa::path(
+    post, path = "/v1/apps/{id}/increase-requests", operation_id = "submit_increase_request",
+    tag = "increases", summary = "Ask for a higher limit",
+    params(("id" = String, Path, description = "The app id.")), request_body = SubmitIncrease,
+    security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (
+            status = 201, description = "Submitted and triaged: approved at once, or pending review.",
+            body = IncreaseRequest
+        ),
+        super::openapi::NotFound, super::openapi::Unprocessable, super::openapi::Unavailable
+    )
+)]
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -148,6 +177,7 @@ pub async fn submit(
         mean_per_second: w.mean_per_second,
         peak_per_second: w.peak_per_second as f64,
     });
+
     if req.dimension == Dimension::Concurrency && req.business_case.session_length_s.is_none() {
         return Err(ApiError::invalid_field(
             "invalid_business_case",
@@ -242,6 +272,15 @@ pub async fn submit(
 }
 
 /// `GET /v1/apps/{id}/increase-requests` — the app's key or the admin.
+#[utoipa::path(
+    get, path = "/v1/apps/{id}/increase-requests", operation_id = "app_increase_requests", tag = "increases",
+    summary = "The app's increase requests", params(("id" = String, Path, description = "The app id.")),
+    security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "Its requests.", body = super::openapi::IncreaseRequestList),
+        super::openapi::NotFound
+    )
+)]
 pub async fn list_for_app(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -263,6 +302,15 @@ fn unknown(e: voxgate_registry::RegistryError) -> ApiError {
 }
 
 /// `GET /v1/increase-requests/{id}` — the admin, or a key of the request's account.
+#[utoipa::path(
+    get, path = "/v1/increase-requests/{id}", operation_id = "get_increase_request", tag = "increases",
+    summary = "One increase request", params(("id" = String, Path, description = "The increase request id.")),
+    security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "The request, with its sizing and evidence.", body = IncreaseRequest),
+        super::openapi::NotFound
+    )
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -283,12 +331,22 @@ pub async fn get(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueueQuery {
     /// A status, or `all`; `pending_review` by default.
     pub status: Option<String>,
 }
 
 /// `GET /v1/increase-requests` — the review queue, oldest first, evidence beside each (admin).
+#[utoipa::path(
+    get, path = "/v1/increase-requests", operation_id = "increase_request_queue", tag = "increases",
+    summary = "The review queue", params(QueueQuery), security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Requests, oldest first.", body = super::openapi::IncreaseRequestList),
+        super::openapi::Unprocessable
+    )
+)]
 pub async fn queue(
     State(state): State<Arc<AppState>>,
     Query(q): Query<QueueQuery>,
@@ -349,9 +407,13 @@ fn expiry(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = IncreaseApproval)]
+#[schema(example = json!({ "reason": "the evidence supports it", "probation_days": 30 }))]
 pub struct Approve {
     pub reason: String,
     /// Less than requested makes a partial approval; the requested value when omitted.
+    #[schema(schema_with = super::openapi::limit_value, required = false)]
     pub granted: Option<serde_json::Value>,
     /// When the grant lapses unless renewed (RFC 3339)…
     pub expires_at: Option<String>,
@@ -369,6 +431,16 @@ fn need_reason(reason: &str) -> Result<&str, ApiError> {
 }
 
 /// `POST /v1/increase-requests/{id}/approve` (admin).
+#[utoipa::path(
+    post, path = "/v1/increase-requests/{id}/approve", operation_id = "approve_increase_request",
+    tag = "increases", summary = "Approve, fully or in part",
+    params(("id" = String, Path, description = "The increase request id.")), request_body = Approve,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Approved.", body = IncreaseRequest), super::openapi::NotFound,
+        super::openapi::Conflict, super::openapi::Unprocessable
+    )
+)]
 pub async fn approve(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -434,11 +506,22 @@ pub async fn approve(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({ "reason": "not needed after all" }))]
 pub struct WithReason {
     pub reason: Option<String>,
 }
 
 /// `POST /v1/increase-requests/{id}/deny` (admin).
+#[utoipa::path(
+    post, path = "/v1/increase-requests/{id}/deny", operation_id = "deny_increase_request", tag = "increases",
+    summary = "Deny", params(("id" = String, Path, description = "The increase request id.")),
+    request_body = WithReason, security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Denied.", body = IncreaseRequest), super::openapi::NotFound,
+        super::openapi::Conflict, super::openapi::Unprocessable
+    )
+)]
 pub async fn deny(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -452,6 +535,16 @@ pub async fn deny(
 }
 
 /// `POST /v1/increase-requests/{id}/withdraw` — the developer (or admin), while not decided.
+#[utoipa::path(
+    post, path = "/v1/increase-requests/{id}/withdraw", operation_id = "withdraw_increase_request",
+    tag = "increases", summary = "Withdraw an undecided request",
+    params(("id" = String, Path, description = "The increase request id.")),
+    request_body = Option<WithReason>, security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "Withdrawn.", body = IncreaseRequest), super::openapi::NotFound,
+        super::openapi::Conflict
+    )
+)]
 pub async fn withdraw(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -459,7 +552,14 @@ pub async fn withdraw(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let req: WithReason = super::body::parse(&body)?;
-    let r = state.registry.increase_request(&id).await.map_err(unknown)?;
+    if caller == Caller::Anonymous {
+        return Err(ApiError::unauthorized());
+    }
+    let found = state.registry.increase_request(&id).await;
+    if caller != Caller::Admin && matches!(found, Err(voxgate_registry::RegistryError::NotFound { .. })) {
+        return Err(ApiError::forbidden("an app key may act only for its own account"));
+    }
+    let r = found.map_err(unknown)?;
     caller.may_act_for_account(&state, &r.account_id)?;
     let actor = match &caller {
         Caller::App(a) => Actor(format!("app:{a}")),
@@ -477,6 +577,9 @@ pub async fn withdraw(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = IncreaseRenewal)]
+#[schema(example = json!({ "reason": "sustained use", "probation_days": 90 }))]
 pub struct Renew {
     pub reason: String,
     pub expires_at: Option<String>,
@@ -485,6 +588,16 @@ pub struct Renew {
 
 /// `POST /v1/increase-requests/{id}/renew` (admin) — extends a grant (no expiry when neither
 /// `expires_at` nor `probation_days` is given).
+#[utoipa::path(
+    post, path = "/v1/increase-requests/{id}/renew", operation_id = "renew_increase_request",
+    tag = "increases", summary = "Extend a grant",
+    params(("id" = String, Path, description = "The increase request id.")), request_body = Renew,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Renewed.", body = IncreaseRequest), super::openapi::NotFound,
+        super::openapi::Conflict, super::openapi::Unprocessable
+    )
+)]
 pub async fn renew(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -495,6 +608,13 @@ pub async fn renew(
     let status = Status::parse(&r.status).unwrap_or(Status::Denied);
     let to = increase::next(status, Action::Renew).unwrap_or(status);
     let expires = expiry(&state, "expires_at", req.expires_at.as_deref(), req.probation_days)?;
+    if expires.is_some_and(|t| t <= state.now().millis()) {
+        return Err(ApiError::invalid_field(
+            "invalid_time",
+            "expires_at",
+            "`expires_at` must be in the future",
+        ));
+    }
     // No expiry given means "for good": store a far-future instant rather than NULL, so the
     // change is visible in the record and the audit log.
     let expires = expires.unwrap_or(i64::MAX / 4);

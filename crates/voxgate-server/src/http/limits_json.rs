@@ -19,15 +19,20 @@ fn amount(dim: Dimension, raw: u64) -> Amount {
 }
 
 /// One limit in a response body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Limit)]
 pub struct LimitJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<&'a str>,
     /// The name of this limit in the `RateLimit-Policy` header.
     pub policy: &'static str,
     pub dimension: Dimension,
+    /// Whole requests (rate: the burst) or leases; units of the service for quotas.
+    #[schema(value_type = f64)]
     pub limit: Amount,
+    #[schema(value_type = f64)]
     pub used: Amount,
+    #[schema(value_type = f64)]
     pub remaining: Amount,
     pub reset_ms: u64,
     pub window_s: u64,

@@ -6,8 +6,10 @@ pub mod body;
 pub mod decide;
 pub mod entitle;
 pub mod error;
+pub mod forward_auth;
 pub mod increase;
 pub mod limits_json;
+pub mod openapi;
 pub mod read;
 pub mod webhooks;
 
@@ -70,20 +72,60 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(decisions)
         .merge(admin)
         .merge(reads)
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        // Authenticated by the app's own key, not the gateway token (see forward_auth.rs).
+        .route("/v1/authorize", axum::routing::any(forward_auth::authorize))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(map_response(error::problem_layer))
         .with_state(state)
 }
 
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations", summary = "Liveness",
+    responses((status = 200, description = "The process is up.", body = openapi::Health))
+)]
 async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// The Prometheus exposition (see `metrics.rs`). Open, like `/healthz`: it names services
+/// and counts, never keys or (unless `--metrics-per-app`) apps.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
+    responses(
+        (
+            status = 200,
+            description = "Prometheus text format 0.0.4, or OpenMetrics 1.0 when `Accept` asks for it.",
+            content((String = "text/plain"), (String = "application/openmetrics-text"))
+        )
+    )
+)]
+async fn metrics(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let content_type = crate::metrics::content_type(accept);
+    match crate::metrics::render(&state, content_type) {
+        Ok(body) => ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(e) => error::ApiError::internal(e).into_response(),
+    }
 }
 
 /// Ready when the registry answers and usage has been flushed within the last ten flush
 /// intervals (or not yet attempted). A degraded shared counter store is reported, not
 /// failed: each service's `on_store_error` policy already decides what calls get.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations", summary = "Readiness",
+    responses(
+        (status = 200, description = "Ready.", body = openapi::Readiness),
+        (
+            status = 503,
+            description = "Not ready: the registry does not answer, or usage has not been flushed lately.",
+            body = openapi::Readiness
+        )
+    )
+)]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let registry_ok = state.registry.ping().await.is_ok();
     let last = state.last_flush_ms.load(Ordering::Relaxed);

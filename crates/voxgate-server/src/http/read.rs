@@ -15,7 +15,8 @@ use voxgate_core::store::CounterKey;
 use voxgate_core::{CounterStore, Dimension, LayerKind, Op, Reason, ServiceIdx, Timestamp};
 use voxgate_registry::Step;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AppLimits)]
 struct LimitsJson<'a> {
     app_id: &'a str,
     account_id: &'a str,
@@ -35,7 +36,7 @@ struct LimitsJson<'a> {
     valid_until: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ExplainedLimit<'a> {
     #[serde(flatten)]
     limit: LimitJson<'a>,
@@ -44,13 +45,15 @@ struct ExplainedLimit<'a> {
 }
 
 /// Every layer that touched one limit, in the order applied, and which one decided it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Explain)]
 struct ExplainJson {
     winner: Option<String>,
     layers: Vec<StepJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ExplainStep)]
 struct StepJson {
     kind: LayerKind,
     source: String,
@@ -61,7 +64,8 @@ struct StepJson {
     result: serde_json::Value,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Scheduled)]
 struct ScheduledJson {
     kind: LayerKind,
     source: String,
@@ -102,6 +106,8 @@ fn explain(app: &AppView, idx: ServiceIdx, dim: Dimension) -> ExplainJson {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LimitsQuery {
     #[serde(default)]
     pub explain: bool,
@@ -109,6 +115,16 @@ pub struct LimitsQuery {
 
 /// `GET /v1/apps/{id}/limits[?explain=true]` — every limit of every service, and with
 /// `explain` every layer that set it. No hidden limits.
+#[utoipa::path(
+    get, path = "/v1/apps/{id}/limits", operation_id = "app_limits", tag = "apps",
+    summary = "Every limit of the app with its current use",
+    params(("id" = String, Path, description = "The app id."), LimitsQuery),
+    security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "Every limit of every service.", body = LimitsJson),
+        super::openapi::NotFound, super::openapi::Unavailable
+    )
+)]
 pub async fn limits(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -163,6 +179,8 @@ pub async fn limits(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     pub service: Option<String>,
     /// RFC 3339 instant or Unix seconds; default: `to` minus one bucket-range.
@@ -173,20 +191,24 @@ pub struct UsageQuery {
     pub step: Option<String>,
 }
 
+/// Instants voxgate accepts from callers: 1970 to 2200, so every later computation (spans,
+/// nanoseconds) stays far from overflow.
+const EARLIEST_S: i64 = 0;
+const LATEST_S: i64 = 7_258_118_400;
+
 fn parse_instant(field: &str, s: &str) -> Result<i64, ApiError> {
-    if let Ok(secs) = s.parse::<i64>() {
-        return Ok(secs);
-    }
-    s.parse::<jiff::Timestamp>().map(|t| t.as_second()).map_err(|_| {
-        ApiError::invalid_field(
+    let secs = s.parse::<i64>().ok().or_else(|| s.parse::<jiff::Timestamp>().ok().map(|t| t.as_second()));
+    match secs {
+        Some(secs) if (EARLIEST_S..=LATEST_S).contains(&secs) => Ok(secs),
+        _ => Err(ApiError::invalid_field(
             "invalid_time",
             field,
-            format!("`{field}` must be an RFC 3339 instant or Unix seconds"),
-        )
-    })
+            format!("`{field}` must be an RFC 3339 instant or Unix seconds between 1970 and 2200"),
+        )),
+    }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Refused {
     rate: u64,
     quota: u64,
@@ -195,7 +217,8 @@ struct Refused {
     capacity: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = UsageBucket)]
 struct Bucket {
     start: String,
     service: String,
@@ -204,7 +227,8 @@ struct Bucket {
     units: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Usage)]
 struct UsageJson<'a> {
     app_id: &'a str,
     step: &'a str,
@@ -215,6 +239,15 @@ struct UsageJson<'a> {
 }
 
 /// `GET /v1/apps/{id}/usage` — the metered series, including usage not yet flushed.
+#[utoipa::path(
+    get, path = "/v1/apps/{id}/usage", operation_id = "app_usage", tag = "apps",
+    summary = "Metered usage series", params(("id" = String, Path, description = "The app id."), UsageQuery),
+    security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "Buckets with activity, by `start` then `service`.", body = UsageJson),
+        super::openapi::NotFound, super::openapi::Unprocessable
+    )
+)]
 pub async fn usage(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -249,9 +282,9 @@ pub async fn usage(
     };
     let from = match &q.from {
         Some(s) => parse_instant("from", s)?,
-        None => to - default_span,
+        None => to.saturating_sub(default_span),
     };
-    if from >= to || to - from > max_span {
+    if from >= to || to.saturating_sub(from) > max_span {
         return Err(ApiError::invalid_field(
             "invalid_range",
             "from",

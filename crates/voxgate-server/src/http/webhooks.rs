@@ -14,6 +14,7 @@ use voxgate_registry::Actor;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct CreateWebhook {
     /// `http://` or `https://` URL that receives alerts.
     pub url: String,
@@ -29,6 +30,18 @@ fn actor(caller: &Caller) -> Actor {
 }
 
 /// `POST /v1/accounts/{id}/webhooks` — the admin or the account's developer.
+#[utoipa::path(
+    post, path = "/v1/accounts/{id}/webhooks", operation_id = "create_webhook", tag = "webhooks",
+    summary = "Register a webhook", params(("id" = String, Path, description = "The account id.")),
+    request_body = CreateWebhook, security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (
+            status = 201, description = "Created; `secret` is shown this once.",
+            body = super::openapi::CreatedWebhook
+        ),
+        super::openapi::NotFound, super::openapi::Unprocessable
+    )
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -62,6 +75,15 @@ pub async fn create(
 }
 
 /// `GET /v1/accounts/{id}/webhooks`
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/webhooks", operation_id = "account_webhooks", tag = "webhooks",
+    summary = "The account's webhooks", params(("id" = String, Path, description = "The account id.")),
+    security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "Its webhooks, without secrets.", body = super::openapi::WebhookList),
+        super::openapi::NotFound
+    )
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -74,12 +96,25 @@ pub async fn list(
 }
 
 /// `DELETE /v1/webhooks/{id}`
+#[utoipa::path(
+    delete, path = "/v1/webhooks/{id}", operation_id = "delete_webhook", tag = "webhooks",
+    summary = "Delete a webhook", params(("id" = String, Path, description = "The webhook id.")),
+    security(("admin_token" = []), ("app_key" = [])),
+    responses((status = 204, description = "Deleted."), super::openapi::NotFound)
+)]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let hook = state.registry.webhook(&id).await.map_err(|e| match e {
+    if caller == Caller::Anonymous {
+        return Err(ApiError::unauthorized());
+    }
+    let found = state.registry.webhook(&id).await;
+    if caller != Caller::Admin && matches!(found, Err(voxgate_registry::RegistryError::NotFound { .. })) {
+        return Err(ApiError::forbidden("an app key may act only for its own account"));
+    }
+    let hook = found.map_err(|e| match e {
         voxgate_registry::RegistryError::NotFound { .. } => {
             ApiError::unknown("unknown_webhook", format!("no webhook `{id}`"))
         }
@@ -91,6 +126,18 @@ pub async fn delete(
 }
 
 /// `GET /v1/accounts/{id}/alerts` — the latest alerts and their delivery state.
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/alerts", operation_id = "account_alerts", tag = "webhooks",
+    summary = "Alerts and their delivery", params(("id" = String, Path, description = "The account id.")),
+    security(("admin_token" = []), ("app_key" = [])),
+    responses(
+        (
+            status = 200, description = "The latest 200 alerts, newest first.",
+            body = super::openapi::AlertList
+        ),
+        super::openapi::NotFound
+    )
+)]
 pub async fn alerts(
     State(state): State<Arc<AppState>>,
     caller: Caller,
