@@ -26,7 +26,7 @@ DATA=$(mktemp -d)
 cleanup() { kill "${VOX_PID:-}" "${BARE_PID:-}" 2>/dev/null || true; rm -rf "$DATA"; }
 trap cleanup EXIT
 
-VOXGATE_LOG=warn ./target/release/voxgate serve --listen 127.0.0.1:$VOX_PORT --data-dir "$DATA" \
+VOXGATE_LOG=warn ./target/release/voxgate serve --listen 127.0.0.1:$VOX_PORT --grpc-listen 127.0.0.1:0 --data-dir "$DATA" \
   --config bench/bench-catalogue.toml >/dev/null &
 VOX_PID=$!
 ./target/release/examples/bare 127.0.0.1:$BARE_PORT >/dev/null &

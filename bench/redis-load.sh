@@ -20,3 +20,5 @@ incr=$(redis-benchmark -p "$PORT" -t incr -c "$CALLERS" -n $((CALLERS * 4000)) -
 echo "redis-benchmark INCR (1 round trip each): $incr"
 "${CARGO_TARGET_DIR:-target}"/release/examples/redis_load "redis://127.0.0.1:$PORT" "$CALLERS" "$SECONDS_PER_RUN" 1000 | sed 's/^RESULT/voxgate redis store, 1000 apps:/'
 "${CARGO_TARGET_DIR:-target}"/release/examples/redis_load "redis://127.0.0.1:$PORT" "$CALLERS" "$SECONDS_PER_RUN" 1 | sed 's/^RESULT/voxgate redis store, 1 hot app:/'
+"${CARGO_TARGET_DIR:-target}"/release/examples/redis_load "redis://127.0.0.1:$PORT" "$CALLERS" "$SECONDS_PER_RUN" 1 100 | sed 's/^RESULT/voxgate redis store, 1 hot app, local-lease 100 ms:/'
+"${CARGO_TARGET_DIR:-target}"/release/examples/redis_load "redis://127.0.0.1:$PORT" "$CALLERS" "$SECONDS_PER_RUN" 1000 100 | sed 's/^RESULT/voxgate redis store, 1000 apps, local-lease 100 ms:/'

@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// `on_store_error` policy decides.
     #[arg(long, env = "VOXGATE_STORE_TIMEOUT_MS", default_value_t = 50)]
     pub store_timeout_ms: u64,
+    /// Local-lease mode for hot keys with shared counters: each node spends slices of a
+    /// limit reserved in Redis for up to this many milliseconds without a round trip (0: off).
+    /// Quotas never overshoot; the rate may, by at most nodes × one slice (docs/distributed.md).
+    #[arg(long, env = "VOXGATE_LOCAL_LEASE_MS", default_value_t = 0)]
+    pub local_lease_ms: u64,
     /// How many voxgate nodes share the counters: the `local` failure policy gives each node
     /// this share of every limit while the shared store is away.
     #[arg(long, env = "VOXGATE_NODES", default_value_t = 1)]
@@ -106,6 +111,8 @@ pub struct Config {
     pub counters: Option<String>,
     /// `None` for the embedded SQLite registry, else a PostgreSQL URL.
     pub registry: Option<String>,
+    /// Local-lease slice length in ms; 0 when off.
+    pub local_lease_ms: u64,
     pub store_timeout: Duration,
     pub nodes: u32,
     /// Whether `/metrics` carries per-app series.
@@ -150,6 +157,12 @@ impl Config {
         if !(1..=10_000).contains(&args.store_timeout_ms) {
             bail!("--store-timeout-ms must be between 1 and 10000");
         }
+        if args.local_lease_ms > 60_000 {
+            bail!("--local-lease-ms must be at most 60000");
+        }
+        if args.local_lease_ms > 0 && counters.is_none() {
+            bail!("--local-lease-ms needs shared counters (--counters redis://…)");
+        }
         if !(1..=10_000).contains(&args.nodes) {
             bail!("--nodes must be between 1 and 10000");
         }
@@ -168,6 +181,7 @@ impl Config {
             demo: !args.no_demo,
             counters,
             registry: args.registry,
+            local_lease_ms: args.local_lease_ms,
             store_timeout: Duration::from_millis(args.store_timeout_ms),
             nodes: args.nodes,
             metrics_per_app: args.metrics_per_app,
@@ -188,6 +202,7 @@ impl Config {
             demo: true,
             counters: None,
             registry: None,
+            local_lease_ms: 0,
             store_timeout: Duration::from_millis(50),
             nodes: 1,
             metrics_per_app: false,

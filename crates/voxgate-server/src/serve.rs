@@ -80,6 +80,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     scheduler.abort();
     deliverer.abort();
     watcher.abort();
+    match state.store.return_slices(state.now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(slices = n, "returned local-lease slices"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not return local-lease slices; their unspent units stay charged")
+        }
+    }
     let rows = state.flush().await.context("final usage flush failed")?;
     tracing::info!(rows, "flushed usage on shutdown");
     state.registry.close().await;

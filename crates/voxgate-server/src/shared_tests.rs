@@ -268,3 +268,41 @@ async fn three_nodes_share_one_registry_and_one_redis() {
     }
     pg_admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_lease_mode_keeps_quotas_exact_across_nodes() {
+    let redis = Redis::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut nodes = Vec::new();
+    for dir in [&d1, &d2] {
+        let mut config = Config::for_tests(dir.path());
+        config.counters = Some(url.clone());
+        config.local_lease_ms = 200;
+        config.catalogue = Arc::new(voxgate_core::Catalogue::parse(CATALOGUE).unwrap());
+        let clock: crate::state::Clock = Arc::new(|| Timestamp::from_jiff(jiff::Timestamp::now()));
+        nodes.push(AppState::open(config, clock).await.unwrap().0);
+    }
+    // 150 calls of 1 unit over two nodes spending slices: never more than the daily 100.
+    let mut allowed = 0;
+    for i in 0..150 {
+        if check(&nodes[i % 2], "rtm", 1.0).await.0 == 200 {
+            allowed += 1;
+        }
+    }
+    assert!((90..=100).contains(&allowed), "{allowed}");
+    // Returning the slices refunds what was reserved and not spent: Redis holds exactly the
+    // units allowed.
+    for n in &nodes {
+        n.store.return_slices(n.now()).await.unwrap();
+    }
+    let (_, limits) = call(&nodes[0], "GET", "/v1/apps/demo/limits", None).await;
+    let daily = limits["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["service"] == "rtm" && l["dimension"] == "daily")
+        .unwrap()
+        .clone();
+    assert_eq!(daily["used"].as_f64().unwrap(), allowed as f64, "{daily}");
+}

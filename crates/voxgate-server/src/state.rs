@@ -165,7 +165,15 @@ impl AppState {
                     .iter()
                     .map(|s| FailurePolicy::parse(&s.on_store_error).unwrap_or_default())
                     .collect();
-                Counters::shared(redis, services.len(), policies, config.nodes)
+                let counters = Counters::shared(redis, services.len(), policies, config.nodes);
+                if config.local_lease_ms > 0 {
+                    counters.with_slices(voxgate_store::SliceConfig {
+                        slice_ms: config.local_lease_ms,
+                        ..Default::default()
+                    })
+                } else {
+                    counters
+                }
             }
         };
         let catalogue = config.catalogue.clone();

@@ -52,6 +52,8 @@ pub enum Counters {
         nodes: u32,
         degraded: AtomicBool,
         failures: AtomicU64,
+        /// Local-lease mode for hot keys, when on.
+        slices: Option<crate::Slices>,
     },
 }
 
@@ -64,6 +66,24 @@ impl Counters {
             nodes: nodes.max(1),
             degraded: AtomicBool::new(false),
             failures: AtomicU64::new(0),
+            slices: None,
+        }
+    }
+
+    /// Turns on local-lease mode (see `slices.rs`): decisions of a hot key are spent from a
+    /// slice reserved in Redis, with no round trip, within the documented overshoot bound.
+    pub fn with_slices(mut self, config: crate::SliceConfig) -> Counters {
+        if let Counters::Shared { slices, .. } = &mut self {
+            *slices = Some(crate::Slices::new(config));
+        }
+        self
+    }
+
+    /// Gives every local-lease slice back to Redis (at shutdown), refunding unspent units.
+    pub async fn return_slices(&self, now: Timestamp) -> Result<usize, StoreError> {
+        match self {
+            Counters::Shared { redis, slices: Some(slices), .. } => slices.return_all(redis, now).await,
+            _ => Ok(0),
         }
     }
 
@@ -225,8 +245,11 @@ impl CounterStore for Counters {
     async fn charge(&self, input: CheckInput<'_>) -> Result<Charged, StoreError> {
         match self {
             Counters::Memory(m) => m.charge(input).await,
-            Counters::Shared { redis, local, policies, nodes, .. } => {
-                let r = redis.charge(input).await;
+            Counters::Shared { redis, local, policies, nodes, slices, .. } => {
+                let r = match slices {
+                    Some(slices) => slices.charge(redis, input).await,
+                    None => redis.charge(input).await,
+                };
                 self.note(&r);
                 match r {
                     Err(e) if e.is_transient() => {

@@ -9,8 +9,10 @@ pub mod conformance;
 mod counters;
 mod memory;
 mod redis;
+mod slices;
 
 pub use crate::redis::{RedisOptions, RedisStore};
 pub use batch::{Batch, BatchCall};
 pub use counters::{Counters, FailurePolicy, share};
 pub use memory::MemoryStore;
+pub use slices::{SliceConfig, Slices};

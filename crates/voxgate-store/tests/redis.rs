@@ -725,3 +725,46 @@ async fn connecting_to_nothing_fails_within_the_connect_budget() {
         assert!(e.is_transient(), "{url}: {e:?}");
     }
 }
+
+// ---- several calls all or nothing (the Envoy rate limit service's descriptors) --------------
+
+/// `Counters::charge_all` on Redis (check, then charge): a batch whose second call is over
+/// charges nothing; calls on one (app, service) add up; a dry run is never charged; and a
+/// batch that passes is charged on Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_batches_charge_all_or_nothing() {
+    use voxgate_store::{BatchCall, Counters, FailurePolicy};
+    let server = Server::start(free_ports(1)[0], &[]);
+    let counters = Counters::shared(store(&server.url()).await, 2, vec![FailurePolicy::Deny; 2], 1);
+    let l = ServiceLimits { daily: Some(Units::whole(100)), ..Default::default() };
+    let tts = ServiceIdx(1);
+    let call = |service: ServiceIdx, units: u64, dry_run: bool| BatchCall {
+        input: CheckInput { key: CounterKey { app: "a", service }, ..check("a", &l, 1, units * 1000, T0) },
+        dry_run,
+    };
+    let daily = |service: ServiceIdx| {
+        let counters = &counters;
+        let l = &l;
+        async move {
+            let key = CounterKey { app: "a", service };
+            counters.peek(key, l, T0, &UTC).await.unwrap().get(Dimension::Daily).unwrap().used / 1000
+        }
+    };
+    assert!(counters.charge_all(&[call(tts, 95, false)]).await.unwrap().committed);
+    let b = counters.charge_all(&[call(ASR, 10, false), call(tts, 10, false)]).await.unwrap();
+    assert!(!b.committed);
+    assert_eq!(b.charged, [false, false]);
+    assert!(b.decisions[0].allowed() && !b.decisions[1].allowed());
+    assert_eq!(b.decisions[1].refused.unwrap().dimension, Some(Dimension::Daily));
+    assert_eq!((daily(ASR).await, daily(tts).await), (0, 95));
+    // 3 + 3 > 5 left on one (app, service).
+    let b = counters.charge_all(&[call(tts, 3, false), call(tts, 3, false)]).await.unwrap();
+    assert!(!b.committed && b.decisions[0].allowed() && !b.decisions[1].allowed());
+    assert_eq!(daily(tts).await, 95);
+    // A dry run does not count for the calls after it, and is not charged.
+    let b =
+        counters.charge_all(&[call(tts, 5, true), call(tts, 5, false), call(ASR, 7, false)]).await.unwrap();
+    assert!(b.committed);
+    assert_eq!(b.charged, [false, true, true]);
+    assert_eq!((daily(ASR).await, daily(tts).await), (7, 100));
+}

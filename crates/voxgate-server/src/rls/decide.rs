@@ -17,6 +17,7 @@
 use super::{STATS, Stats};
 use crate::http::limits_json::{ceil_secs, ratelimit_headers};
 use crate::meter::Event;
+use crate::metrics::Outcome;
 use crate::state::{AppState, AppView, Snapshot};
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
@@ -27,6 +28,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::Duration;
 use std::sync::Arc;
+use std::time::Instant;
 use tonic::Status;
 use voxgate_core::catalogue::{HitsAs, UnknownPolicy};
 use voxgate_core::decision::LimitStatus;
@@ -123,17 +125,20 @@ fn map(
     }
     let hits = d.hits_addend.as_ref().map_or(u64::from(req.hits_addend.max(1)), |h| h.value);
     let check_only = hits == 0;
-    let declared = match units {
-        None => Units::ZERO,
-        Some(text) => match text.trim().parse::<f64>().ok().and_then(|u| Units::from_f64(u).ok()) {
-            Some(u) => u,
-            None => return invalid(domain, "the units entry is not a number of units from 0 to 1e12"),
-        },
-    };
     let cost = match rls.hits_as {
         HitsAs::Requests => {
-            Cost { requests: u32::try_from(hits.max(1)).unwrap_or(u32::MAX), units: declared }
+            let units = match units {
+                None => Units::ZERO,
+                Some(text) => match text.trim().parse::<f64>().ok().and_then(|u| Units::from_f64(u).ok()) {
+                    Some(u) => u,
+                    None => {
+                        return invalid(domain, "the units entry is not a number of units from 0 to 1e12");
+                    }
+                },
+            };
+            Cost { requests: u32::try_from(hits.max(1)).unwrap_or(u32::MAX), units }
         }
+        // The hit count is the units; a units entry is not read.
         HitsAs::Units => match Units::from_f64(hits as f64) {
             Ok(units) => Cost { requests: 1, units },
             Err(_) => return invalid(domain, "hits_addend is more units than any call may have"),
@@ -168,7 +173,17 @@ pub async fn should_rate_limit(
     if req.descriptors.len() > MAX_DESCRIPTORS {
         return Err(Status::invalid_argument(format!("at most {MAX_DESCRIPTORS} descriptors per request")));
     }
+    let started = Instant::now();
     let now = state.now();
+    // Meter a decision of a known app, and count it in the metrics, as the HTTP API does.
+    let note = |app: &Arc<str>, service: ServiceIdx, event: Event| {
+        state.record(app, service, now, event);
+        let outcome = match event {
+            Event::Refused(r) => Outcome::Refused(r),
+            _ => Outcome::Allowed,
+        };
+        state.metrics.decision(app, service, outcome, started.elapsed());
+    };
     let snapshot = state.snapshot.load();
     let policy = state.catalogue.rls.unknown;
     let mapped: Vec<Mapped> = req.descriptors.iter().map(|d| map(state, &snapshot, req, d, now)).collect();
@@ -201,6 +216,10 @@ pub async fn should_rate_limit(
     } else {
         state.store.charge_all(&calls).await.map_err(|e| {
             tracing::warn!(error = %e, "rls: counter store failed");
+            for c in &calls {
+                let app: Arc<str> = c.input.key.app.into();
+                state.metrics.decision(&app, c.input.key.service, Outcome::StoreError, started.elapsed());
+            }
             Status::unavailable(e.to_string())
         })?
     };
@@ -235,7 +254,7 @@ pub async fn should_rate_limit(
                         d.refused.map(|r| r.reason).or(first_reason).map(Event::Refused)
                     };
                     if let Some(event) = event {
-                        state.record(&app.id, *service, now, event);
+                        note(&app.id, *service, event);
                     }
                 }
                 let binding = binding(d);
@@ -255,7 +274,7 @@ pub async fn should_rate_limit(
             }
             Mapped::Refused { app, reason, retry_after_ms } => {
                 if let (Some((app, service)), Some(reason)) = (app, reason) {
-                    state.record(&app.id, *service, now, Event::Refused(*reason));
+                    note(&app.id, *service, Event::Refused(*reason));
                 }
                 if let Some(wait) = retry_after_ms
                     && headline.is_none_or(|(w, _)| *wait > w)
