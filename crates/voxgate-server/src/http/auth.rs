@@ -67,6 +67,22 @@ impl Caller {
         }
     }
 
+    /// Screens a lookup by id for this caller: anonymous callers are refused, and for anyone
+    /// but the admin a missing record reads as forbidden, exactly like someone else's, so ids
+    /// cannot be probed. The caller still checks ownership of a record that was found.
+    pub fn screen<T>(
+        &self,
+        found: Result<T, voxgate_registry::RegistryError>,
+    ) -> Result<Result<T, voxgate_registry::RegistryError>, ApiError> {
+        if *self == Caller::Anonymous {
+            return Err(ApiError::unauthorized());
+        }
+        if *self != Caller::Admin && matches!(found, Err(voxgate_registry::RegistryError::NotFound { .. })) {
+            return Err(ApiError::forbidden("an app key may act only for its own account"));
+        }
+        Ok(found)
+    }
+
     /// Whether this caller may read the limits and usage of `app_id`.
     pub fn may_read(&self, app_id: &str) -> Result<(), ApiError> {
         match self {

@@ -259,15 +259,8 @@ pub async fn get_verification(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    // Who is asking comes first, so an unknown id tells nothing to someone who may not look.
-    if caller == Caller::Anonymous {
-        return Err(ApiError::unauthorized());
-    }
-    let found = state.registry.verification(&id).await;
-    if caller != Caller::Admin && matches!(found, Err(voxgate_registry::RegistryError::NotFound { .. })) {
-        return Err(ApiError::forbidden("an app key may act only for its own account"));
-    }
-    let v = found.map_err(not_found("unknown_verification"))?;
+    let v =
+        caller.screen(state.registry.verification(&id).await)?.map_err(not_found("unknown_verification"))?;
     caller.may_act_for_account(&state, &v.account_id)?;
     Ok(Json(v).into_response())
 }

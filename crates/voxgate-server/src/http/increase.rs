@@ -316,15 +316,7 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    // Who is asking comes first, so an unknown id tells nothing to someone who may not look.
-    if caller == Caller::Anonymous {
-        return Err(ApiError::unauthorized());
-    }
-    let found = state.registry.increase_request(&id).await;
-    if caller != Caller::Admin && matches!(found, Err(voxgate_registry::RegistryError::NotFound { .. })) {
-        return Err(ApiError::forbidden("an app key may act only for its own account"));
-    }
-    let r = found.map_err(unknown)?;
+    let r = caller.screen(state.registry.increase_request(&id).await)?.map_err(unknown)?;
     caller.may_act_for_account(&state, &r.account_id)?;
     Ok(Json(r).into_response())
 }
@@ -552,14 +544,7 @@ pub async fn withdraw(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let req: WithReason = super::body::parse(&body)?;
-    if caller == Caller::Anonymous {
-        return Err(ApiError::unauthorized());
-    }
-    let found = state.registry.increase_request(&id).await;
-    if caller != Caller::Admin && matches!(found, Err(voxgate_registry::RegistryError::NotFound { .. })) {
-        return Err(ApiError::forbidden("an app key may act only for its own account"));
-    }
-    let r = found.map_err(unknown)?;
+    let r = caller.screen(state.registry.increase_request(&id).await)?.map_err(unknown)?;
     caller.may_act_for_account(&state, &r.account_id)?;
     let actor = match &caller {
         Caller::App(a) => Actor(format!("app:{a}")),

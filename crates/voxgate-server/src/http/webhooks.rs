@@ -107,14 +107,7 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if caller == Caller::Anonymous {
-        return Err(ApiError::unauthorized());
-    }
-    let found = state.registry.webhook(&id).await;
-    if caller != Caller::Admin && matches!(found, Err(voxgate_registry::RegistryError::NotFound { .. })) {
-        return Err(ApiError::forbidden("an app key may act only for its own account"));
-    }
-    let hook = found.map_err(|e| match e {
+    let hook = caller.screen(state.registry.webhook(&id).await)?.map_err(|e| match e {
         voxgate_registry::RegistryError::NotFound { .. } => {
             ApiError::unknown("unknown_webhook", format!("no webhook `{id}`"))
         }
