@@ -175,7 +175,48 @@ impl Registry {
         Ok(added)
     }
 
-    /// Undelivered alerts whose next attempt is due, oldest first.
+    /// Undelivered alerts whose next attempt is due and that no other node holds, oldest
+    /// first, claimed for `claimer` for `claim_ms` (delivery marks them done or failed, which
+    /// ends the claim; a claim of a node that died runs out by itself).
+    pub async fn claim_due_alerts(
+        &self,
+        claimer: &str,
+        limit: i64,
+        claim_ms: i64,
+    ) -> Result<Vec<OutboxEntry>> {
+        let now = self.now_ms();
+        let until = now + claim_ms;
+        let mut tx = self.write_tx().await?;
+        // On PostgreSQL a concurrent claim re-checks `claimed_until` on rows another node just
+        // claimed and skips them; SQLite has one writer at a time.
+        sqlx::query(
+            "UPDATE outbox SET claimed_by = $1, claimed_until = $2
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE delivered_at IS NULL AND next_attempt_at <= $3
+                            AND (claimed_until IS NULL OR claimed_until < $4)
+                          ORDER BY seq LIMIT $5)
+               AND (claimed_until IS NULL OR claimed_until < $6)",
+        )
+        .bind(claimer)
+        .bind(until)
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM outbox WHERE claimed_by = $1 AND claimed_until = $2 AND delivered_at IS NULL ORDER BY seq",
+        )
+        .bind(claimer)
+        .bind(until)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(OutboxEntry::from_row).collect())
+    }
+
+    /// Undelivered alerts whose next attempt is due, oldest first (claimed or not).
     pub async fn due_alerts(&self, limit: i64) -> Result<Vec<OutboxEntry>> {
         let rows = sqlx::query(
             "SELECT * FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $1 ORDER BY seq LIMIT $2",
@@ -202,7 +243,8 @@ impl Registry {
 
     pub async fn mark_delivered(&self, id: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2",
+            "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL, claimed_until = NULL
+             WHERE id = $2",
         )
         .bind(self.now_ms())
         .bind(id)
@@ -213,7 +255,8 @@ impl Registry {
 
     pub async fn mark_failed(&self, id: &str, error: &str, next_attempt_at: i64) -> Result<()> {
         sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2 WHERE id = $3",
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, claimed_until = NULL
+             WHERE id = $3",
         )
         .bind(error)
         .bind(next_attempt_at)

@@ -370,8 +370,10 @@ async fn increases_alerts_and_adjustments(kind: Kind) {
     let payload = serde_json::json!({"threshold": 80});
     assert_eq!(reg.enqueue_alert(&acc.id, "quota:x:80", "quota.threshold", &payload).await.unwrap(), 1);
     assert_eq!(reg.enqueue_alert(&acc.id, "quota:x:80", "quota.threshold", &payload).await.unwrap(), 0);
-    let due = reg.due_alerts(10).await.unwrap();
+    // Two nodes claim at once: only one gets the alert until its claim ends.
+    let due = reg.claim_due_alerts("node-a", 10, 30_000).await.unwrap();
     assert_eq!((due.len(), due[0].webhook_id.as_str()), (1, hook.id.as_str()));
+    assert!(reg.claim_due_alerts("node-b", 10, 30_000).await.unwrap().is_empty());
     reg.mark_failed(&due[0].id, "refused", i64::MAX / 4).await.unwrap();
     assert!(reg.due_alerts(10).await.unwrap().is_empty());
     reg.mark_delivered(&due[0].id).await.unwrap();

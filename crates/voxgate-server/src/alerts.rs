@@ -5,7 +5,10 @@
 //! a restart nor a second node sends it twice. A worker delivers due alerts: a JSON POST
 //! signed with HMAC-SHA256 over `"<timestamp>.<body>"` with the webhook's secret, retried
 //! with exponential backoff (2 s doubling, at most an hour apart) until the receiver answers
-//! 2xx. Delivery is at least once; receivers deduplicate by `X-Voxgate-Delivery`.
+//! 2xx. Nodes sharing a registry claim alerts before sending them, and send up to eight at a
+//! time, so one slow receiver does not hold up the others. Delivery is at least once (a node
+//! that dies after a POST but before recording it lets the claim run out and the alert go
+//! again); receivers deduplicate by `X-Voxgate-Delivery`.
 
 use crate::state::AppState;
 use hmac::Mac;
@@ -104,16 +107,19 @@ impl AppState {
         Ok(queued)
     }
 
-    /// Delivers the alerts that are due. Returns (delivered, failed).
+    /// Delivers the alerts that are due, up to eight at a time, after claiming them so no
+    /// other node sharing the registry sends the same ones. Returns (delivered, failed).
     pub async fn deliver_alerts(&self) -> anyhow::Result<(usize, usize)> {
-        let due = self.registry.due_alerts(50).await?;
-        let (mut ok, mut failed) = (0, 0);
+        // A claim outlives the slowest possible round (eight at a time, 10 s each) with room.
+        let due = self.registry.claim_due_alerts(&self.node_id, 50, 120_000).await?;
+        let mut sends = tokio::task::JoinSet::new();
+        let permits = Arc::new(tokio::sync::Semaphore::new(8));
+        let mut gone = Vec::new();
         for entry in due {
             let hook = match self.registry.webhook(&entry.webhook_id).await {
                 Ok(h) => h,
                 Err(voxgate_registry::RegistryError::NotFound { .. }) => {
-                    // The webhook was deleted: nothing to deliver to.
-                    self.registry.mark_failed(&entry.id, "webhook deleted", i64::MAX / 4).await?;
+                    gone.push(entry.id.clone());
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -127,10 +133,20 @@ impl AppState {
             .to_string();
             let timestamp = self.now().secs().to_string();
             let signature = sign(&hook.secret, &timestamp, &body);
-            let (url, id, event) = (hook.url.clone(), entry.id.clone(), entry.event_type.clone());
-            let result =
-                tokio::task::spawn_blocking(move || post(&url, &id, &event, &timestamp, &signature, &body))
-                    .await?;
+            let permit = permits.clone().acquire_owned().await?;
+            sends.spawn_blocking(move || {
+                let result = post(&hook.url, &entry.id, &entry.event_type, &timestamp, &signature, &body);
+                drop(permit);
+                (entry, result)
+            });
+        }
+        for id in gone {
+            // The webhook was deleted: nothing to deliver to.
+            self.registry.mark_failed(&id, "webhook deleted", i64::MAX / 4).await?;
+        }
+        let (mut ok, mut failed) = (0, 0);
+        while let Some(done) = sends.join_next().await {
+            let (entry, result) = done?;
             match result {
                 Ok(()) => {
                     self.registry.mark_delivered(&entry.id).await?;
