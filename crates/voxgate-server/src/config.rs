@@ -83,6 +83,11 @@ pub struct ServeArgs {
     /// this share of every limit while the shared store is away.
     #[arg(long, env = "VOXGATE_NODES", default_value_t = 1)]
     pub nodes: u32,
+    /// Let webhooks point at loopback, private and link-local addresses (off by default, so an
+    /// app key cannot make the server POST into the operator's own network).
+    #[arg(long, env = "VOXGATE_ALLOW_PRIVATE_WEBHOOKS", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_private_webhooks: bool,
     /// Do not create the demo account and app on first start (the variable takes 1/0,
     /// true/false, yes/no, on/off).
     #[arg(long, env = "VOXGATE_NO_DEMO", action = clap::ArgAction::SetTrue,
@@ -113,6 +118,8 @@ pub struct Config {
     pub registry: Option<String>,
     /// Local-lease slice length in ms; 0 when off.
     pub local_lease_ms: u64,
+    /// Webhooks may target private addresses.
+    pub allow_private_webhooks: bool,
     pub store_timeout: Duration,
     pub nodes: u32,
     /// Whether `/metrics` carries per-app series.
@@ -182,6 +189,7 @@ impl Config {
             counters,
             registry: args.registry,
             local_lease_ms: args.local_lease_ms,
+            allow_private_webhooks: args.allow_private_webhooks,
             store_timeout: Duration::from_millis(args.store_timeout_ms),
             nodes: args.nodes,
             metrics_per_app: args.metrics_per_app,
@@ -203,6 +211,8 @@ impl Config {
             counters: None,
             registry: None,
             local_lease_ms: 0,
+            // Tests deliver to receivers on 127.0.0.1.
+            allow_private_webhooks: true,
             store_timeout: Duration::from_millis(50),
             nodes: 1,
             metrics_per_app: false,

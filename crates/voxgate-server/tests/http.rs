@@ -1155,7 +1155,7 @@ mod process {
                 .arg("serve")
                 .arg("--listen")
                 .arg(addr.to_string())
-                .args(["--grpc-listen", "127.0.0.1:0"])
+                .args(["--grpc-listen", "127.0.0.1:0", "--allow-private-webhooks"])
                 .arg("--data-dir")
                 .arg(data_dir)
                 // Only the shutdown flush writes usage, so the restart proves it ran.

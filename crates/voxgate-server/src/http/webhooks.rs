@@ -57,6 +57,14 @@ pub async fn create(
             "`url` must be an http:// or https:// URL",
         ));
     }
+    if !state.config.allow_private_webhooks && targets_private_network(url) {
+        return Err(ApiError::invalid_field(
+            "invalid_url",
+            "url",
+            "`url` points at a loopback, private or link-local address; the operator can allow that with \
+             --allow-private-webhooks",
+        ));
+    }
     let secret = match req.secret {
         Some(s) if s.len() >= 16 => s,
         Some(_) => {
@@ -139,4 +147,92 @@ pub async fn alerts(
     caller.may_act_for_account(&state, &account_id)?;
     state.registry.account(&account_id).await?;
     Ok(Json(serde_json::json!({ "alerts": state.registry.alerts(&account_id, 200).await? })).into_response())
+}
+
+/// Whether a webhook URL names this machine or a private network by address or as
+/// `localhost`. Names that resolve to such addresses are not caught here (documented).
+pub fn targets_private_network(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            let seg = ip.segments()[0];
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (seg & 0xfe00) == 0xfc00
+                || (seg & 0xffc0) == 0xfe80
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_private() || v4.is_link_local())
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::targets_private_network as private;
+
+    #[tokio::test]
+    async fn private_webhooks_are_refused_unless_allowed() {
+        use tower::ServiceExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::for_tests(dir.path());
+        config.allow_private_webhooks = false;
+        let (state, _) = crate::AppState::open(config, crate::state::system_clock()).await.unwrap();
+        let create = |url: &str| {
+            axum::http::Request::post("/v1/accounts/demo/webhooks")
+                .header("authorization", "Bearer test-admin-token-0123456789")
+                .body(axum::body::Body::from(serde_json::json!({ "url": url }).to_string()))
+                .unwrap()
+        };
+        let res = crate::router(state.clone()).oneshot(create("http://127.0.0.1:9/hook")).await.unwrap();
+        assert_eq!(res.status(), 422);
+        let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["code"], "invalid_url");
+        let res = crate::router(state).oneshot(create("https://hooks.example.com/voxgate")).await.unwrap();
+        assert_eq!(res.status(), 201);
+    }
+
+    #[test]
+    fn private_targets_are_recognised() {
+        for url in [
+            "http://127.0.0.1:9000/hook",
+            "http://localhost/hook",
+            "https://10.1.2.3/x",
+            "http://192.168.0.10",
+            "http://172.16.5.4:80/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]:8080/",
+            "http://[fd00::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://user:pw@127.0.0.1/",
+            "http://0.0.0.0/",
+        ] {
+            assert!(private(url), "{url}");
+        }
+        for url in
+            ["https://hooks.example.com/voxgate", "http://203.0.113.7:8080/h", "https://[2001:db8::1]/"]
+        {
+            assert!(!private(url), "{url}");
+        }
+    }
 }
