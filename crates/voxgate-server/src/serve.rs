@@ -126,6 +126,16 @@ async fn flush_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
             if let Err(e) = state.check_quota_alerts().await {
                 tracing::warn!(error = %e, "quota alert check failed; will retry");
             }
+            if state.store.take_recovered() {
+                // The shared store may have come back empty (a Redis restart without
+                // persistence): put the day's and month's counts back from metered usage.
+                match state.restore_quotas().await {
+                    Ok(n) => {
+                        tracing::info!(counters = n, "counter store recovered; quotas restored from usage")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "restoring quotas after recovery failed"),
+                }
+            }
             if let Err(e) = state.auto_adjust().await {
                 tracing::warn!(error = %e, "automatic adjustment failed; will retry");
             }

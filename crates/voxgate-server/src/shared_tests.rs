@@ -88,11 +88,14 @@ async fn two_nodes_share_limits_and_each_failure_policy_holds() {
     let (a, b) = (node(d1.path(), &url, CATALOGUE).await, node(d2.path(), &url, CATALOGUE).await);
 
     // 150 calls of 1 unit spread over both nodes: exactly the shared 100 pass.
-    let mut allowed = 0;
+    let (mut allowed, mut allowed_on_b) = (0, 0);
     for i in 0..150 {
         let n = if i % 2 == 0 { &a } else { &b };
         if check(n, "rtm", 1.0).await.0 == 200 {
             allowed += 1;
+            if i % 2 == 1 {
+                allowed_on_b += 1;
+            }
         }
     }
     assert_eq!(allowed, 100);
@@ -128,6 +131,18 @@ async fn two_nodes_share_limits_and_each_failure_policy_holds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!b.store.degraded());
+
+    // The Redis that came back is empty; the flush loop sees the recovery and restores the
+    // day's counts from metered usage. These two nodes keep separate embedded registries, so
+    // node b restores what it metered itself (a shared PostgreSQL registry would give the
+    // fleet's total).
+    b.flush().await.unwrap();
+    assert!(b.store.take_recovered());
+    assert!(!b.store.take_recovered(), "reported once");
+    b.restore_quotas().await.unwrap();
+    let (_, body) = check(&b, "rtm", 0.0).await;
+    let daily = &body["limits"][0];
+    assert!(daily["used"].as_f64().unwrap() >= allowed_on_b as f64, "{body}");
 }
 
 /// The PostgreSQL server tests use: `VOXGATE_TEST_POSTGRES` or the local one (trust auth).

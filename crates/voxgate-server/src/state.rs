@@ -408,7 +408,7 @@ impl AppState {
 
     /// Seeds every app's per-minute, daily and monthly counters from the registry, so a
     /// restart never hands out a fresh minute's or day's quota.
-    async fn restore_quotas(&self) -> anyhow::Result<usize> {
+    pub async fn restore_quotas(&self) -> anyhow::Result<usize> {
         let now = self.now();
         let snapshot = self.snapshot.load();
         let mut restored = 0;

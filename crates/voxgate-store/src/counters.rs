@@ -52,6 +52,8 @@ pub enum Counters {
         nodes: u32,
         degraded: AtomicBool,
         failures: AtomicU64,
+        /// Set when a call succeeds after a failure; see [`Counters::take_recovered`].
+        recovered: AtomicBool,
         /// Local-lease mode for hot keys, when on.
         slices: Option<crate::Slices>,
     },
@@ -66,6 +68,7 @@ impl Counters {
             nodes: nodes.max(1),
             degraded: AtomicBool::new(false),
             failures: AtomicU64::new(0),
+            recovered: AtomicBool::new(false),
             slices: None,
         }
     }
@@ -120,12 +123,23 @@ impl Counters {
     }
 
     fn note<T>(&self, r: &Result<T, StoreError>) {
-        if let Counters::Shared { degraded, failures, .. } = self {
+        if let Counters::Shared { degraded, failures, recovered, .. } = self {
             let failed = matches!(r, Err(e) if e.is_transient());
-            degraded.store(failed, Ordering::Relaxed);
+            let was = degraded.swap(failed, Ordering::Relaxed);
             if failed {
                 failures.fetch_add(1, Ordering::Relaxed);
+            } else if was {
+                recovered.store(true, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// True once after the shared store answers again following a failure: it may have
+    /// restarted empty, so its calendar counters should be restored from metered usage.
+    pub fn take_recovered(&self) -> bool {
+        match self {
+            Counters::Shared { recovered, .. } => recovered.swap(false, Ordering::Relaxed),
+            _ => false,
         }
     }
 }
@@ -255,6 +269,8 @@ impl CounterStore for Counters {
                     Err(e) if e.is_transient() => {
                         match policies.get(input.key.service.0 as usize).copied().unwrap_or_default() {
                             FailurePolicy::Deny => Err(e),
+                            // A lease cannot be allowed blind: nothing could renew or release it.
+                            FailurePolicy::Allow if input.lease_ttl_ms.is_some() => Err(e),
                             FailurePolicy::Allow => Ok(Charged {
                                 decision: Decision { refused: None, limits: LimitReport::default() },
                                 lease: None,
