@@ -91,13 +91,13 @@ pub async fn statement(
     let tz = TimeZone::get(&account.time_zone).unwrap_or(TimeZone::UTC);
     let Some(window) = month_window(period, &tz) else { return Ok(None) };
     let cat = &state.catalogue;
-    let apps: Vec<App> = state
-        .registry
-        .apps()
-        .await?
-        .into_iter()
-        .filter(|a| a.account_id == account.id && only_app.is_none_or(|id| id == a.id))
-        .collect();
+    // One app (the spending-cap check, every flush) is read alone, not found in a scan of all.
+    let apps: Vec<App> = match only_app {
+        Some(id) => {
+            vec![state.registry.app(id).await?].into_iter().filter(|a| a.account_id == account.id).collect()
+        }
+        None => state.registry.apps().await?.into_iter().filter(|a| a.account_id == account.id).collect(),
+    };
     let month_secs = Decimal::from(window.end - window.start);
     let mut lines = Vec::new();
     for app in &apps {

@@ -169,16 +169,13 @@ async fn schedule_loop(state: Arc<AppState>) {
 /// the registry made a change): polls the newest audit sequence every half second, so a
 /// change reaches every node within a second.
 pub async fn watch_changes(state: Arc<AppState>) {
-    let mut seen = state.registry.last_change().await.unwrap_or(0);
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         match state.registry.last_change().await {
-            Ok(now) if now != seen => {
+            Ok(now) if now != state.built_from_change.load(std::sync::atomic::Ordering::Relaxed) => {
                 if let Err(e) = state.reload().await {
                     tracing::warn!(error = %e, "rebuilding after a registry change failed; will retry");
-                    continue;
                 }
-                seen = now;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read the registry's change marker"),

@@ -237,6 +237,11 @@ async fn three_nodes_share_one_registry_and_one_redis() {
     let (status, _) =
         call(&nodes[0], "PATCH", "/v1/apps/demo", Some(serde_json::json!({ "plan": "big" }))).await;
     assert_eq!(status, 200);
+    // The node that made the change rebuilt for it already; its watcher has nothing to redo.
+    assert_eq!(
+        nodes[0].built_from_change.load(std::sync::atomic::Ordering::Relaxed),
+        nodes[0].registry.last_change().await.unwrap()
+    );
     let changed = Instant::now();
     for n in &nodes[1..] {
         while daily_limit(n, "demo").await != 600.0 {

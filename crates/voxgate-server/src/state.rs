@@ -83,6 +83,10 @@ pub struct AppState {
     pub alerted: crate::alerts::Alerted,
     /// Signalled after every snapshot rebuild, so the scheduler re-reads the next boundary.
     pub rebuilt: tokio::sync::Notify,
+    /// The registry's change marker (newest audit sequence) the current snapshot was built
+    /// from: the change watcher rebuilds only when the registry has moved past it, so this
+    /// node's own changes (already rebuilt by their handlers) are not rebuilt twice.
+    pub built_from_change: AtomicI64,
     /// Serialises snapshot rebuilds so a slow one never overwrites a newer one.
     reloading: tokio::sync::Mutex<()>,
     pub config: Config,
@@ -207,6 +211,7 @@ impl AppState {
             identity_key,
             alerted: Default::default(),
             rebuilt: tokio::sync::Notify::new(),
+            built_from_change: AtomicI64::new(0),
             reloading: tokio::sync::Mutex::new(()),
             config,
         });
@@ -227,6 +232,9 @@ impl AppState {
         // Grants whose probation ended (also while the server was down) are recorded as
         // expired before the snapshot is built.
         self.expire_grants().await?;
+        // Read before the records: a change made while this rebuild reads them moves the
+        // marker past this value, so the watcher rebuilds again.
+        let change = self.registry.last_change().await?;
         let accounts: HashMap<String, Account> =
             self.registry.accounts().await?.into_iter().map(|a| (a.id.clone(), a)).collect();
         let mut missing = Vec::new();
@@ -299,6 +307,7 @@ impl AppState {
         }
         snapshot.keys = self.registry.key_hashes().await?.into_iter().collect();
         self.snapshot.store(Arc::new(snapshot));
+        self.built_from_change.store(change, Ordering::Relaxed);
         self.rebuilt.notify_waiters();
         Ok(())
     }
